@@ -1,0 +1,10 @@
+"""jaxadv: adversarial attacks, adversarial training and defences in JAX."""
+
+from jaxadv import attacks
+from jaxadv import data
+from jaxadv import evaluation
+from jaxadv import losses
+from jaxadv import models
+from jaxadv import training
+
+__version__ = "0.1.0"

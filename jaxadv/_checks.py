@@ -1,0 +1,111 @@
+"""Input validation shared by the public functions of jaxadv.
+
+Every check raises a `ValueError` or `TypeError` that names the argument and
+what was expected. Shape and dtype checks are static, so they cost nothing
+under `jax.jit`. Value checks (NaN, pixel range, label range, eps >= 0) need
+concrete values: they run when the argument is a concrete array and are skipped
+for tracers, so a function called inside a jitted step is checked by its
+caller, outside the jitted core.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value: Any) -> bool:
+  """True when `value` holds concrete data (not a tracer under jit/grad)."""
+  return not isinstance(value, jax.core.Tracer)
+
+
+def check_images(x: Any, name: str = "x", *, min_rank: int = 2) -> None:
+  """Checks a batch of images: floating dtype, rank, finite values in [0, 1].
+
+  Args:
+    x: array [B, ...] of pixels in [0, 1].
+    name: the argument's name, used in error messages.
+    min_rank: smallest accepted rank (2 for [B, D], 4 for [B, H, W, C]).
+
+  Raises:
+    TypeError: integer or boolean pixels.
+    ValueError: wrong rank, NaN/inf, or values outside [0, 1].
+  """
+  shape = np.shape(x)
+  if len(shape) < min_rank:
+    raise ValueError(
+        f"`{name}` must be a batch of images of rank >= {min_rank} "
+        f"([B, H, W, C] or [B, D]); got shape {shape}.")
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"`{name}` must hold floating-point pixels in [0, 1]; got dtype "
+        f"{dtype}. Rescale integer images with x.astype(np.float32) / 255.")
+  if is_concrete(x) and np.size(x):
+    xa = np.asarray(x)
+    if not np.all(np.isfinite(xa)):
+      raise ValueError(f"`{name}` contains NaN or inf values.")
+    lo, hi = float(xa.min()), float(xa.max())
+    if lo < 0.0 or hi > 1.0:
+      hint = (" It looks like 0-255 pixels: divide by 255." if hi > 1.0 and
+              hi <= 255.0 else "")
+      raise ValueError(
+          f"`{name}` must hold pixels in [0, 1]; got values in "
+          f"[{lo:.4g}, {hi:.4g}].{hint}")
+
+
+def check_labels(y: Any, batch_size: int, name: str = "y",
+                 num_classes: int | None = None) -> None:
+  """Checks integer labels [B] (values in [0, num_classes) when known).
+
+  Raises:
+    TypeError: non-integer labels.
+    ValueError: wrong shape or labels out of range.
+  """
+  shape = np.shape(y)
+  if shape != (batch_size,):
+    raise ValueError(
+        f"`{name}` must be integer labels of shape ({batch_size},) matching "
+        f"the batch of `x`; got shape {shape}.")
+  dtype = jnp.result_type(y)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(f"`{name}` must hold integer class labels; got dtype {dtype}.")
+  if is_concrete(y) and batch_size:
+    ya = np.asarray(y)
+    hi = num_classes if num_classes is not None else np.inf
+    if ya.min() < 0 or ya.max() >= hi:
+      rng = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+      raise ValueError(
+          f"`{name}` labels must lie in {rng}; got values in "
+          f"[{int(ya.min())}, {int(ya.max())}].")
+
+
+def check_nonnegative(value: Any, name: str) -> None:
+  """Checks a scalar budget (eps, step_size) is finite and >= 0 when concrete."""
+  if np.ndim(value) not in (0, 1):
+    raise ValueError(f"`{name}` must be a scalar or a per-example vector; got "
+                     f"shape {np.shape(value)}.")
+  if is_concrete(value):
+    v = np.asarray(value)
+    if not np.all(np.isfinite(v)):
+      raise ValueError(f"`{name}` must be finite; got {value}.")
+    if np.any(v < 0):
+      raise ValueError(f"`{name}` must be >= 0 (pixel units); got {value}.")
+
+
+def check_count(value: Any, name: str, minimum: int = 0) -> None:
+  """Checks a static integer count (steps, restarts, replays)."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"`{name}` must be a Python int (static); got "
+                    f"{type(value).__name__} {value!r}.")
+  if value < minimum:
+    raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+  """Checks a string option against its allowed values."""
+  if value not in choices:
+    raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")

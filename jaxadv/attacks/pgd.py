@@ -1,0 +1,120 @@
+"""Iterative attacks: BIM / I-FGSM and PGD with random start and restarts."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv.attacks import _common
+from jaxadv.attacks import _loop
+from jaxadv.attacks import _projections
+from jaxadv.losses import LossFn
+
+
+def _pgd_run(loss_fn, x, y, key, *, eps, step_size, steps, norm, random_start,
+             targeted, loop):
+  """One PGD run from one start; returns (delta, final per-example loss)."""
+  if random_start:
+    delta = _projections.random_init(key, x, eps, norm)
+    delta = _projections.clip_box(x, delta)
+  else:
+    delta = jnp.zeros_like(x)
+
+  def body(_, d):
+    return _common.step(loss_fn, x, y, d, eps=eps, step_size=step_size,
+                        norm=norm, targeted=targeted)
+
+  delta = _loop.run_loop(steps, body, delta, loop)
+  return delta, loss_fn(x + delta, y)
+
+
+def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
+        eps, step_size, steps: int, norm: str = "linf", restarts: int = 1,
+        random_start: bool = True, targeted: bool = False,
+        loop: Optional[str] = None) -> jax.Array:
+  """Projected gradient descent (Madry, Makelov, Schmidt, Tsipras & Vladu, 2018).
+
+  `steps` projected steepest-ascent steps of size `step_size` (L-inf: signed
+  gradient; L2: `g / ||g||_2`), from a uniform random start in the eps-ball,
+  projecting onto the ball and the [0, 1] box after every step. With
+  `restarts > 1`, each example keeps the run with the highest final loss
+  (lowest for targeted attacks).
+
+  Args:
+    loss_fn: `(x [B, ...], y [B]) -> [B]` per-example loss (see
+      `jaxadv.losses.make_loss_fn`; "ce", "cw" or any user loss).
+    x: float32 [B, ...] clean inputs, pixels in [0, 1].
+    y: int [B] true labels, or target labels when `targeted`.
+    key: PRNG key (random starts; restart r uses `fold_in(key, r)`).
+    eps: scalar or [B] budget, pixel units (8/255 on CIFAR, 0.3 on MNIST).
+      May be a traced value: sweeping it does not recompile.
+    step_size: scalar or [B], pixel units; may be traced.
+    steps: static number of steps (>= 0).
+    norm: "linf" or "l2".
+    restarts: static number of random restarts (>= 1).
+    random_start: start from U(eps-ball) (PGD) or from `x` (BIM).
+    targeted: descend the loss of the target `y` instead of ascending.
+    loop: "unroll", "fori" or None for the backend default
+      (`jaxadv.attacks.default_loop`).
+
+  Returns:
+    x_adv: same shape and dtype as `x`, `||x_adv - x||_norm <= eps` per
+    example, pixels in [0, 1].
+
+  Raises:
+    ValueError, TypeError: bad shapes, dtypes, pixel range, labels, negative
+      eps/step_size/steps, restarts < 1 or unknown norm.
+  """
+  _common.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
+                   restarts=restarts)
+  run = lambda k: _pgd_run(loss_fn, x, y, k, eps=eps, step_size=step_size,
+                           steps=steps, norm=norm, random_start=random_start,
+                           targeted=targeted, loop=loop)
+  best_delta, best_loss = run(jax.random.fold_in(key, 0))
+  if restarts == 1:
+    return x + best_delta
+
+  def restart(r, carry):
+    best_delta, best_loss = carry
+    delta, loss = run(jax.random.fold_in(key, r))
+    better = loss < best_loss if targeted else loss > best_loss
+    mask = better.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (jnp.where(mask, delta, best_delta),
+            jnp.where(better, loss, best_loss))
+
+  # Restarts are always rolled: unrolling steps x restarts would blow up
+  # compile time, and the inner step loop carries the per-backend choice.
+  best_delta, _ = jax.lax.fori_loop(1, restarts, restart,
+                                    (best_delta, best_loss))
+  return x + best_delta
+
+
+def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
+        steps: int, norm: str = "linf", targeted: bool = False,
+        loop: Optional[str] = None) -> jax.Array:
+  """Basic iterative method / I-FGSM (Kurakin, Goodfellow & Bengio, 2017).
+
+  PGD without the random start: `steps` steps of size `step_size` from `x`,
+  projecting onto the eps-ball and the box after each.
+
+  Args:
+    loss_fn: `(x, y) -> [B]` per-example loss.
+    x: float32 [B, ...] in [0, 1].
+    y: int [B] labels (targets when `targeted`).
+    eps, step_size: scalars or [B], pixel units (may be traced).
+    steps: static step count.
+    norm: "linf" or "l2".
+    targeted: descend the target's loss.
+    loop: loop form, see `pgd`.
+
+  Returns:
+    x_adv in the eps-ball and in [0, 1].
+
+  Raises:
+    ValueError, TypeError: bad inputs.
+  """
+  return pgd(loss_fn, x, y, jax.random.key(0), eps=eps, step_size=step_size,
+             steps=steps, norm=norm, restarts=1, random_start=False,
+             targeted=targeted, loop=loop)

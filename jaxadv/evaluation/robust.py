@@ -1,0 +1,179 @@
+"""Clean and robust accuracy over whole test sets, batched and jitted.
+
+Robust accuracy follows the usual protocol: an example counts as robust only
+when it is classified correctly clean AND under every restart of the attack
+(each restart is an independent random start; the first restart that fools
+the model settles that example, and later restarts run only on the examples
+still standing). Batches have a fixed size (the last one is padded), so one
+compilation serves the whole set, and `eps` / `step_size` are traced, so an
+eps sweep does not recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxadv import _checks
+from jaxadv import attacks
+from jaxadv import losses
+
+ApplyFn = Callable[..., jax.Array]
+EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _predict(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
+  return jnp.argmax(apply_fn(variables, x, train=False), axis=-1)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply_fn", "attack", "steps", "norm", "loss", "loop"))
+def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
+                    attack: str, steps: int, norm: str, loss: str,
+                    loop: Optional[str]) -> jax.Array:
+  logits_fn = lambda v: apply_fn(variables, v, train=False)
+  loss_fn = losses.make_loss_fn(logits_fn, loss)
+  if attack == "fgsm":
+    x_adv = attacks.fgm(loss_fn, x, y, eps=eps, norm=norm)
+  elif attack == "fgsm_rs":
+    x_adv = attacks.fgsm_rs(loss_fn, x, y, key, eps=eps, step_size=step_size,
+                            norm=norm)
+  else:
+    x_adv = attacks.pgd(loss_fn, x, y, key, eps=eps, step_size=step_size,
+                        steps=steps, norm=norm, random_start=attack == "pgd",
+                        loop=loop)
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+
+
+def _padded_batches(idx: np.ndarray, batch_size: int):
+  """Yields (indices padded to batch_size, number of real entries)."""
+  for start in range(0, len(idx), batch_size):
+    chunk = idx[start:start + batch_size]
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.full(batch_size - n, chunk[0])])
+    yield chunk, n
+
+
+def _validate(x, y, batch_size):
+  _checks.check_images(x, "x")
+  _checks.check_labels(y, len(x), "y")
+  _checks.check_count(batch_size, "batch_size", 1)
+
+
+def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
+            batch_size: int = 1000) -> np.ndarray:
+  """Predicted classes for a whole array of inputs.
+
+  Args:
+    apply_fn: `apply_fn(variables, x, train=False) -> logits [B, C]`
+      (a Flax `model.apply`).
+    variables: the model's variables.
+    x: float32 [N, ...] in [0, 1].
+    batch_size: evaluation batch size (the last batch is padded).
+
+  Returns:
+    int [N] predictions.
+
+  Raises:
+    ValueError, TypeError: bad `x` or `batch_size`.
+  """
+  _checks.check_images(x, "x")
+  _checks.check_count(batch_size, "batch_size", 1)
+  out = np.zeros(len(x), np.int32)
+  for chunk, n in _padded_batches(np.arange(len(x)), batch_size):
+    out[chunk[:n]] = np.asarray(_predict(apply_fn, variables, x[chunk]))[:n]
+  return out
+
+
+def accuracy(apply_fn: ApplyFn, variables: Any, x: np.ndarray, y: np.ndarray,
+             *, batch_size: int = 1000) -> float:
+  """Clean accuracy (a fraction in [0, 1]) over `x` [N, ...], `y` int [N].
+
+  Raises:
+    ValueError, TypeError: bad inputs.
+  """
+  _validate(x, y, batch_size)
+  return float(np.mean(predict(apply_fn, variables, x, batch_size=batch_size)
+                       == np.asarray(y)))
+
+
+def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
+                   y: np.ndarray, key: jax.Array, *, attack: str = "pgd",
+                   eps: float, step_size: Optional[float] = None,
+                   steps: int = 0, restarts: int = 1, norm: str = "linf",
+                   loss: str = "ce", batch_size: int = 500,
+                   loop: Optional[str] = None,
+                   progress: bool = False) -> np.ndarray:
+  """Per-example robustness under an untargeted attack with restarts.
+
+  Args:
+    apply_fn: `apply_fn(variables, x, train=False) -> logits [B, C]`.
+    variables: model variables.
+    x: float32 [N, ...] clean inputs in [0, 1].
+    y: int [N] true labels.
+    key: PRNG key; restart r uses `fold_in(key, r)`.
+    attack: "fgsm" (FGM for norm="l2"), "fgsm_rs", "bim" or "pgd".
+    eps: budget, pixel units.
+    step_size: step in pixel units (iterative attacks; FGSM-RS's alpha).
+    steps: iterations (bim/pgd).
+    restarts: independent random restarts; an example is robust only if it
+      survives all of them.
+    norm: "linf" or "l2".
+    loss: "ce" or "cw".
+    batch_size: fixed attack batch size.
+    loop: attack loop form (None = backend default).
+    progress: show a progress bar.
+
+  Returns:
+    bool [N]: correct on the clean input and under every restart.
+
+  Raises:
+    ValueError, TypeError: bad inputs or options.
+  """
+  _validate(x, y, batch_size)
+  _checks.check_choice(attack, "attack", EVAL_ATTACKS)
+  _checks.check_nonnegative(eps, "eps")
+  _checks.check_count(restarts, "restarts", 1)
+  if attack in ("bim", "pgd"):
+    _checks.check_count(steps, "steps", 0)
+    if step_size is None:
+      raise ValueError(f"`step_size` is required for attack={attack!r}.")
+  if step_size is None:
+    step_size = 1.25 * eps if attack == "fgsm_rs" else 0.0
+  y = np.asarray(y, np.int32)
+  robust = predict(apply_fn, variables, x, batch_size=batch_size) == y
+  if attack in ("fgsm", "bim"):
+    restarts = 1  # deterministic attacks: restarts would repeat themselves
+  eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
+  total = restarts * int(robust.sum())
+  bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
+             dynamic_ncols=True, mininterval=1.0)
+  for r in range(restarts):
+    idx = np.nonzero(robust)[0]
+    if len(idx) == 0:
+      break
+    rkey = jax.random.fold_in(key, r)
+    for i, (chunk, n) in enumerate(_padded_batches(idx, batch_size)):
+      ok = _attack_correct(apply_fn, variables, x[chunk], y[chunk],
+                           jax.random.fold_in(rkey, i), eps_a, step_a,
+                           attack=attack, steps=steps, norm=norm, loss=loss,
+                           loop=loop)
+      robust[chunk[:n]] &= np.asarray(ok)[:n]
+      bar.update(n)
+  bar.close()
+  return robust
+
+
+def robust_accuracy(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
+                    y: np.ndarray, key: jax.Array, **kwargs) -> float:
+  """Robust accuracy (fraction); arguments as `robust_correct`."""
+  return float(np.mean(robust_correct(apply_fn, variables, x, y, key,
+                                      **kwargs)))

@@ -1,0 +1,21 @@
+"""Flax Linen image classifiers used in adversarial-robustness papers.
+
+All models take NHWC float32 images in [0, 1] and return logits
+`[B, num_classes]`; `__call__(x, train=False)`. BatchNorm models keep running
+statistics in the `batch_stats` collection.
+"""
+
+from jaxadv.models.mnist import FastATMNIST
+from jaxadv.models.mnist import MadryCNN
+from jaxadv.models.registry import get_model
+from jaxadv.models.registry import has_batch_norm
+from jaxadv.models.registry import init_model
+from jaxadv.models.registry import list_models
+from jaxadv.models.registry import register_model
+from jaxadv.models.resnet import PreActBlock
+from jaxadv.models.resnet import PreActResNet18
+from jaxadv.models.wide_resnet import WideBasicBlock
+from jaxadv.models.wide_resnet import WideResNet
+from jaxadv.models.wide_resnet import WideResNet16_4
+from jaxadv.models.wide_resnet import WideResNet28_10
+from jaxadv.models.wide_resnet import WideResNet34_10

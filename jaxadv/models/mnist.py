@@ -1,0 +1,171 @@
+"""Small MNIST convolutional networks from adversarial-robustness papers.
+
+Both models take NHWC float32 images in `[0, 1]` (MNIST: `[B, 28, 28, 1]`) and
+return unnormalised logits of shape `[B, num_classes]`. Neither model has
+BatchNorm or dropout, so the `train` argument is accepted (for a uniform
+interface with the CIFAR models) and ignored.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["FastATMNIST", "MadryCNN"]
+
+# PyTorch's default initialiser for Conv2d / Linear weights is
+# kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which is
+# variance_scaling(1/3, "fan_in", "uniform"). Biases are initialised to zero
+# here (PyTorch draws them from the same uniform range).
+_torch_default_kernel_init = nn.initializers.variance_scaling(
+    1.0 / 3.0, "fan_in", "uniform")
+
+
+def _check_nhwc(x: jax.Array, model_name: str) -> None:
+  """Checks that `x` is a floating-point rank-4 `[B, H, W, C]` batch.
+
+  Shared by all models in :mod:`jaxadv.models`. The check uses only the static
+  shape and dtype, so it runs at trace time and costs nothing under `jax.jit`.
+  Pixel values are deliberately not inspected (that would force a host sync on
+  every eager forward pass).
+
+  Args:
+    x: Input passed to a model's `__call__`.
+    model_name: Name of the model, used in the error message.
+
+  Raises:
+    ValueError: If `x` does not have rank 4.
+    TypeError: If `x` does not have a floating dtype.
+  """
+  shape = np.shape(x)
+  if len(shape) != 4:
+    raise ValueError(
+        f"{model_name}: `x` must be a rank-4 NHWC image batch of shape "
+        f"[B, H, W, C]; got rank {len(shape)} with shape {shape}.")
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"{model_name}: `x` must hold floating-point pixels in [0, 1]; got "
+        f"dtype {dtype}. Rescale integer images with "
+        f"x.astype(np.float32) / 255.")
+
+
+class FastATMNIST(nn.Module):
+  """MNIST network from Wong, Rice & Kolter (2020), "Fast is better than free".
+
+  Architecture (`fast_adversarial/MNIST/mnist_net.py`)::
+
+      Conv(16, 4x4, stride 2, pad 1) -> ReLU -> Conv(32, 4x4, stride 2, pad 1)
+      -> ReLU -> flatten -> Dense(100) -> ReLU -> Dense(num_classes)
+
+  Padding is explicit `((1, 1), (1, 1))` so that spatial sizes and values match
+  PyTorch's `padding=1` (28 -> 14 -> 7). Note that the flatten is in NHWC order;
+  porting PyTorch weights of the first Dense layer requires permuting its input
+  dimension from CHW to HWC order.
+
+  For 28x28x1 inputs the model has
+  `(4*4*1*16 + 16) + (4*4*16*32 + 32) + (7*7*32*100 + 100) + (100*K + K)`
+  parameters (166,406 for `K = 10`).
+
+  Attributes:
+    num_classes: Number of output logits `K`.
+  """
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      x: float32 images of shape `[B, H, W, C]` (`[B, 28, 28, 1]` for MNIST)
+        with values in `[0, 1]`.
+      train: Ignored (the model has no BatchNorm or dropout); accepted for
+        interface compatibility.
+
+    Returns:
+      float32 logits of shape `[B, num_classes]`.
+
+    Raises:
+      ValueError: If `x` is not rank 4.
+      TypeError: If `x` is not floating point.
+    """
+    del train  # Unused: no BatchNorm / dropout.
+    _check_nhwc(x, type(self).__name__)
+    pad = ((1, 1), (1, 1))
+    x = nn.Conv(16, (4, 4), strides=(2, 2), padding=pad,
+                kernel_init=_torch_default_kernel_init, name="conv1")(x)
+    x = nn.relu(x)
+    x = nn.Conv(32, (4, 4), strides=(2, 2), padding=pad,
+                kernel_init=_torch_default_kernel_init, name="conv2")(x)
+    x = nn.relu(x)
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(100, kernel_init=_torch_default_kernel_init, name="fc1")(x)
+    x = nn.relu(x)
+    x = nn.Dense(self.num_classes, kernel_init=_torch_default_kernel_init,
+                 name="fc2")(x)
+    return x
+
+
+class MadryCNN(nn.Module):
+  """MNIST network from Madry et al. (2018), "Towards Deep Learning Models
+  Resistant to Adversarial Attacks" (`MadryLab/mnist_challenge/model.py`).
+
+  Architecture::
+
+      Conv(32, 5x5, SAME) -> ReLU -> maxpool 2x2 -> Conv(64, 5x5, SAME) -> ReLU
+      -> maxpool 2x2 -> flatten -> Dense(1024) -> ReLU -> Dense(num_classes)
+
+  Initialisation follows the TensorFlow original: weights from a truncated
+  normal with stddev 0.1 (truncated at two standard deviations) and biases set
+  to 0.1. SAME padding matches TensorFlow's and both frameworks flatten in HWC
+  order, so the original checkpoints port without permuting the Dense weights.
+
+  For 28x28x1 inputs the model has
+  `(5*5*1*32 + 32) + (5*5*32*64 + 64) + (7*7*64*1024 + 1024) + (1024*K + K)`
+  parameters (3,274,634 for `K = 10`).
+
+  Attributes:
+    num_classes: Number of output logits `K`.
+  """
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      x: float32 images of shape `[B, H, W, C]` (`[B, 28, 28, 1]` for MNIST)
+        with values in `[0, 1]`.
+      train: Ignored (the model has no BatchNorm or dropout); accepted for
+        interface compatibility.
+
+    Returns:
+      float32 logits of shape `[B, num_classes]`.
+
+    Raises:
+      ValueError: If `x` is not rank 4.
+      TypeError: If `x` is not floating point.
+    """
+    del train  # Unused: no BatchNorm / dropout.
+    _check_nhwc(x, type(self).__name__)
+    kernel_init = nn.initializers.truncated_normal(stddev=0.1)
+    bias_init = nn.initializers.constant(0.1)
+    x = nn.Conv(32, (5, 5), padding="SAME", kernel_init=kernel_init,
+                bias_init=bias_init, name="conv1")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    x = nn.Conv(64, (5, 5), padding="SAME", kernel_init=kernel_init,
+                bias_init=bias_init, name="conv2")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    x = x.reshape((x.shape[0], -1))
+    x = nn.Dense(1024, kernel_init=kernel_init, bias_init=bias_init,
+                 name="fc1")(x)
+    x = nn.relu(x)
+    x = nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init,
+                 name="fc2")(x)
+    return x

@@ -1,0 +1,232 @@
+"""The training loop: fixed-size batches, progress bar, resumable checkpoints.
+
+The data order is a pure function of (seed, epoch) and every per-step key is
+`fold_in(key, state.step)`, so a run killed at any point and resumed from its
+last checkpoint continues with exactly the batches and keys it would have
+seen. Checkpoints are written with orbax (atomic: a step directory appears
+only once it is complete).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from jaxadv import data as data_lib
+from jaxadv.training.state import TrainState
+from jaxadv.training.steps import StepFn
+
+_STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "delta",
+                 "attack_params")
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `fit` returns.
+
+  Attributes:
+    state: the final (or, with `select`, the best) training state.
+    history: one dict per finished epoch: mean step metrics plus whatever
+      `epoch_fn` returned.
+    train_seconds: wall time spent in training steps, compile excluded, summed
+      over resumed segments.
+    compile_seconds: the first step's extra time (compilation), this segment.
+    batches: minibatches processed.
+    stopped_early: True when `epoch_fn` asked to stop.
+  """
+  state: TrainState
+  history: list
+  train_seconds: float
+  compile_seconds: float
+  batches: int
+  stopped_early: bool = False
+
+
+def _state_tree(state: TrainState) -> dict:
+  tree = {}
+  for name in _STATE_FIELDS:
+    value = getattr(state, name)
+    if value is None or (isinstance(value, dict) and not value):
+      continue
+    tree[name] = value
+  return tree
+
+
+def _copy_best(state: TrainState) -> dict:
+  """A copy (the state's buffers are donated) of what early stopping keeps."""
+  best = {"params": state.params}
+  if state.batch_stats:
+    best["batch_stats"] = state.batch_stats
+  return jax.tree.map(jnp.copy, best)
+
+
+class _Checkpointer:
+  """Synchronous orbax checkpoints of the state plus loop progress."""
+
+  def __init__(self, directory: str, keep: int = 2):
+    self._mngr = ocp.CheckpointManager(
+        os.path.abspath(directory),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=False, create=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self._mngr.latest_step()
+
+  def save(self, batches: int, state: TrainState, progress: dict,
+           best: Optional[dict]) -> None:
+    item = {"state": _state_tree(state), "progress": progress}
+    if best is not None:
+      item["best"] = best
+    self._mngr.save(batches, args=ocp.args.StandardSave(item), force=True)
+    self._mngr.wait_until_finished()
+
+  def restore(self, batches: int, state: TrainState, progress: dict,
+              best: Optional[dict]) -> tuple[TrainState, dict, Optional[dict]]:
+    target = {"state": _state_tree(state), "progress": progress}
+    if best is not None:
+      target["best"] = best
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    item = self._mngr.restore(batches, args=ocp.args.StandardRestore(abstract))
+    state = state.replace(**item["state"])
+    return state, item["progress"], item.get("best")
+
+  def close(self) -> None:
+    self._mngr.close()
+
+
+def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
+        batch_size: int, num_batches: int, seed: int,
+        workdir: Optional[str] = None, checkpoint_every: int = 500,
+        epoch_fn: Optional[Callable[[TrainState, int], dict]] = None,
+        select: Optional[str] = None, desc: str = "train",
+        progress: bool = True, jit: bool = True) -> TrainResult:
+  """Trains `state` with `step_fn` for `num_batches` minibatches.
+
+  Args:
+    state: initial state (ignored in favour of the checkpoint when `workdir`
+      holds one: the run resumes where it stopped).
+    step_fn: `(state, batch, key) -> (state, metrics)`.
+    x: float32 [N, H, W, C] training images in [0, 1].
+    y: int32 [N] labels.
+    batch_size: fixed batch size (the last partial batch is dropped).
+    num_batches: total minibatches (passes over the data x batches per pass;
+      free AT passes `epochs / replays` passes' worth).
+    seed: data-order seed; the step key is `jax.random.key(seed)` folded with
+      the step inside the step function.
+    workdir: checkpoint folder, or None for no checkpoints.
+    checkpoint_every: save every this many minibatches (and at the end).
+    epoch_fn: called after each pass as `epoch_fn(state, epoch) -> dict`; the
+      dict goes into the history; `{"stop": True}` ends training.
+    select: a key of `epoch_fn`'s dict; when given, the returned state holds
+      the parameters of the epoch where it was highest (early stopping).
+    desc: progress-bar label.
+    progress: show a tqdm progress bar.
+    jit: jit the step (donating the state).
+
+  Returns:
+    A `TrainResult`.
+
+  Raises:
+    ValueError: non-positive batch_size / num_batches, or fewer examples than
+      one batch.
+  """
+  steps_per_epoch = data_lib.num_batches(len(x), batch_size)
+  if num_batches <= 0:
+    raise ValueError(f"`num_batches` must be > 0; got {num_batches}.")
+  if steps_per_epoch == 0:
+    raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
+  key = jax.random.key(seed)
+  run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
+
+  prog = {"batches": np.int64(0), "train_seconds": np.float64(0.0),
+          "best_score": np.float64(-np.inf), "best_epoch": np.int64(-1),
+          "stopped": np.int64(0)}
+  best = _copy_best(state) if select else None
+  ckpt = _Checkpointer(workdir) if workdir else None
+  history: list = []
+  if ckpt is not None and ckpt.latest_step() is not None:
+    state, prog, best = ckpt.restore(ckpt.latest_step(), state, prog, best)
+    prog = {k: np.asarray(v) for k, v in prog.items()}
+    if progress:
+      print(f"[{desc}] resumed from {workdir} at batch {int(prog['batches'])}")
+  b = int(prog["batches"])
+  train_seconds = float(prog["train_seconds"])
+  compile_seconds = 0.0
+  stopped = bool(prog["stopped"])
+
+  def save():
+    if ckpt is None:
+      return
+    prog.update(batches=np.int64(b), train_seconds=np.float64(train_seconds),
+                stopped=np.int64(stopped))
+    ckpt.save(b, state, prog, best)
+
+  bar = tqdm(total=num_batches, initial=b, desc=desc, disable=not progress,
+             dynamic_ncols=True, mininterval=1.0)
+  first = True
+  epoch_end = False
+  while b < num_batches and not stopped:
+    epoch, start = divmod(b, steps_per_epoch)
+    sums: dict = {}
+    count = 0
+    t0 = time.perf_counter()
+    for batch in data_lib.batches(x, y, batch_size, seed=seed, epoch=epoch,
+                                  start_batch=start):
+      ts = time.perf_counter()
+      state, metrics = run_step(state, batch, key)
+      if first:
+        jax.block_until_ready(state)
+        compile_seconds = time.perf_counter() - ts
+        t0 += compile_seconds  # compilation is not training time
+        first = False
+      b += 1
+      count += 1
+      sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+      if b % 50 == 0:
+        bar.set_postfix({k: f"{float(v) / count:.3f}" for k, v in sums.items()})
+      bar.update(1)
+      epoch_end = b % steps_per_epoch == 0 or b == num_batches
+      if b % checkpoint_every == 0 and not epoch_end:  # epoch ends save below
+        jax.block_until_ready(state)
+        train_seconds += time.perf_counter() - t0
+        save()
+        t0 = time.perf_counter()
+      if b == num_batches:
+        break
+    jax.block_until_ready(state)
+    train_seconds += time.perf_counter() - t0
+    record = {"epoch": epoch, "batches": b}
+    record.update({k: float(v) / max(count, 1) for k, v in sums.items()})
+    if epoch_end:
+      if epoch_fn is not None:
+        extra = epoch_fn(state, epoch)
+        record.update(extra)
+        stopped = bool(extra.get("stop", False))
+        if select is not None and float(extra[select]) > float(prog["best_score"]):
+          prog["best_score"] = np.float64(extra[select])
+          prog["best_epoch"] = np.int64(epoch)
+          best = _copy_best(state)
+      save()
+    history.append(record)
+    if progress:
+      bar.write(f"[{desc}] " + ", ".join(
+          f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+          for k, v in record.items()))
+  bar.close()
+  if ckpt is not None:
+    ckpt.close()
+  if select is not None and int(prog["best_epoch"]) >= 0:
+    state = state.replace(params=best["params"],
+                          batch_stats=best.get("batch_stats", {}))
+  return TrainResult(state=state, history=history, train_seconds=train_seconds,
+                     compile_seconds=compile_seconds, batches=b,
+                     stopped_early=stopped)

@@ -1,0 +1,189 @@
+"""Tests of the training steps (pure functions) and the resumable loop."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxadv import data
+from jaxadv import losses
+from jaxadv import models
+from jaxadv import training
+
+SHAPE = (8, 28, 28, 1)
+EPS = 0.3
+
+
+def _state(tx=None, delta=False, eps=EPS, step_size=0.1):
+  model = models.get_model("fast_at_mnist")
+  tx = tx or optax.sgd(0.1)
+  return training.create_train_state(
+      model, jax.random.key(0), (1, 28, 28, 1), tx, eps=eps,
+      step_size=step_size, delta_shape=SHAPE if delta else None)
+
+
+def _batch(seed):
+  kx, ky = jax.random.split(jax.random.key(seed))
+  return {"x": jax.random.uniform(kx, SHAPE),
+          "y": jax.random.randint(ky, (SHAPE[0],), 0, 10)}
+
+
+def _ce(state, params, x, y):
+  logits = state.apply_fn({"params": params}, x, train=True)
+  return jnp.mean(losses.cross_entropy(logits, y))
+
+
+def _tree_close(a, b, atol=1e-6):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_natural_step_is_plain_sgd(jit):
+  state = _state()
+  batch = _batch(1)
+  step = training.natural_step()
+  new, metrics = (jax.jit(step) if jit else step)(state, batch,
+                                                  jax.random.key(0))
+  g = jax.grad(lambda p: _ce(state, p, batch["x"], batch["y"]))(state.params)
+  expected = jax.tree.map(lambda p, g: p - 0.1 * g, state.params, g)
+  _tree_close(new.params, expected)
+  assert int(new.step) == 1
+  np.testing.assert_allclose(metrics["loss"],
+                             _ce(state, state.params, batch["x"], batch["y"]),
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_free_at_step_equals_manual_value_and_grad(jit):
+  replays = 3
+  state = _state(delta=True)
+  step = training.free_at_step(replays=replays)
+  step = jax.jit(step) if jit else step
+  batches = [_batch(1), _batch(2)]
+  # Manual reference: per replay, one value_and_grad over (params, delta).
+  params, delta = state.params, jnp.zeros(SHAPE)
+  for batch in batches:
+    for _ in range(replays):
+      f = lambda p, d: _ce(state, p, jnp.clip(batch["x"] + d, 0, 1),
+                           batch["y"])
+      _, (gp, gd) = jax.value_and_grad(f, argnums=(0, 1))(params, delta)
+      params = jax.tree.map(lambda p, g: p - 0.1 * g, params, gp)
+      delta = jnp.clip(delta + EPS * jnp.sign(gd), -EPS, EPS)
+    state, _ = step(state, batch, jax.random.key(0))
+    _tree_close(state.params, params, atol=1e-5)
+    np.testing.assert_allclose(state.delta, delta, atol=1e-6)
+  assert int(state.step) == 2 * replays
+  # delta persists across minibatches, stays in the ball, is not trivial.
+  assert float(jnp.abs(state.delta).max()) <= EPS + 1e-6
+  assert float(jnp.mean(jnp.abs(state.delta) == EPS)) > 0.5
+
+
+def test_free_at_needs_fixed_batch_delta():
+  state = _state(delta=False)
+  with pytest.raises(ValueError, match="state.delta"):
+    training.free_at_step(replays=2)(state, _batch(0), jax.random.key(0))
+
+
+def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch):
+  calls = []
+  real = jax.value_and_grad
+
+  def counting(*args, **kwargs):
+    calls.append(kwargs.get("argnums"))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(jax, "value_and_grad", counting)
+  state = _state(delta=True)
+  training.free_at_step(replays=4)(state, _batch(0), jax.random.key(0))
+  assert calls == [(0, 1)] * 4
+
+
+@pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])
+def test_adversarial_steps_train_on_perturbed_inputs(method):
+  state = _state(step_size=0.1)
+  batch = _batch(3)
+  step = (training.fgsm_rs_step() if method == "fgsm_rs"
+          else training.pgd_at_step(steps=3))
+  new, metrics = jax.jit(step)(state, batch, jax.random.key(0))
+  clean_loss = _ce(state, state.params, batch["x"], batch["y"])
+  # The reported loss is the loss on the adversarial batch: higher than clean.
+  assert float(metrics["loss"]) > float(clean_loss)
+  assert int(new.step) == 1
+  # Keys are folded with the step: the same key at another step differs.
+  a, _ = jax.jit(step)(state, batch, jax.random.key(0))
+  b, _ = jax.jit(step)(state.replace(step=state.step + 1), batch,
+                       jax.random.key(0))
+  assert not np.allclose(jax.tree.leaves(a.params)[0],
+                         jax.tree.leaves(b.params)[0])
+
+
+def test_attack_params_are_traced():
+  """Changing eps reuses the compiled step."""
+  state = _state()
+  step = jax.jit(training.fgsm_rs_step())
+  batch = _batch(0)
+  step(state, batch, jax.random.key(0))
+  n = step._cache_size()
+  state2 = state.replace(attack_params={"eps": jnp.float32(0.1),
+                                        "step_size": jnp.float32(0.12)})
+  step(state2, batch, jax.random.key(0))
+  assert step._cache_size() == n
+
+
+def test_cyclic_schedule():
+  s = training.cyclic(100, 5e-3)
+  assert float(s(0)) == 0.0
+  np.testing.assert_allclose(float(s(40)), 5e-3, rtol=1e-6)
+  assert float(s(100)) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def mnist_subset():
+  x, y = data.load("mnist", "train", limit=1200)
+  return x, y
+
+
+@pytest.mark.parametrize("method", ["natural", "free"])
+def test_killed_run_resumes_bit_identical(tmp_path, mnist_subset, method):
+  x, y = mnist_subset
+  free = method == "free"
+
+  def run(num_batches, workdir):
+    tx = optax.adam(training.cyclic(24, 1e-3))
+    state = training.create_train_state(
+        models.get_model("fast_at_mnist"), jax.random.key(0), (1, 28, 28, 1),
+        tx, eps=0.3, delta_shape=(100, 28, 28, 1) if free else None)
+    step = (training.free_at_step(replays=2) if free
+            else training.natural_step())
+    return training.fit(state, step, x, y, batch_size=100,
+                        num_batches=num_batches, seed=3, workdir=workdir,
+                        checkpoint_every=5, progress=False)
+
+  full = run(17, str(tmp_path / "full"))
+  # "Killed" after 10 batches (last checkpoint at 10), then restarted.
+  run(10, str(tmp_path / "cut"))
+  resumed = run(17, str(tmp_path / "cut"))
+  assert resumed.batches == 17
+  for a, b in zip(jax.tree.leaves(full.state.params),
+                  jax.tree.leaves(resumed.state.params)):
+    np.testing.assert_array_equal(a, b)
+  if free:
+    np.testing.assert_array_equal(full.state.delta, resumed.state.delta)
+  assert int(resumed.state.step) == 17 * (2 if free else 1)
+
+
+def test_fit_learns_real_mnist(mnist_subset):
+  x, y = mnist_subset
+  state = training.create_train_state(
+      models.get_model("fast_at_mnist"), jax.random.key(0), (1, 28, 28, 1),
+      optax.adam(1e-3))
+  result = training.fit(state, training.natural_step(), x[:1000], y[:1000],
+                        batch_size=50, num_batches=60, seed=0,
+                        progress=False)
+  logits = result.state.apply_fn({"params": result.state.params}, x[1000:])
+  acc = float(np.mean(np.argmax(logits, -1) == y[1000:]))
+  assert acc > 0.8, acc
