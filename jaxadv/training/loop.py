@@ -61,6 +61,14 @@ def _state_tree(state: TrainState) -> dict:
   return tree
 
 
+def _scalar_int64(v) -> np.ndarray:
+  return np.array(v, np.int64)  # 0-d arrays: orbax saves no numpy scalars
+
+
+def _scalar_float64(v) -> np.ndarray:
+  return np.array(v, np.float64)
+
+
 def _copy_best(state: TrainState) -> dict:
   """A copy (the state's buffers are donated) of what early stopping keeps."""
   best = {"params": state.params}
@@ -147,9 +155,9 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   key = jax.random.key(seed)
   run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
 
-  prog = {"batches": np.int64(0), "train_seconds": np.float64(0.0),
-          "best_score": np.float64(-np.inf), "best_epoch": np.int64(-1),
-          "stopped": np.int64(0)}
+  prog = {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
+          "best_score": _scalar_float64(-np.inf), "best_epoch": _scalar_int64(-1),
+          "stopped": _scalar_int64(0)}
   best = _copy_best(state) if select else None
   ckpt = _Checkpointer(workdir) if workdir else None
   history: list = []
@@ -166,8 +174,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   def save():
     if ckpt is None:
       return
-    prog.update(batches=np.int64(b), train_seconds=np.float64(train_seconds),
-                stopped=np.int64(stopped))
+    prog.update(batches=_scalar_int64(b), train_seconds=_scalar_float64(train_seconds),
+                stopped=_scalar_int64(stopped))
     ckpt.save(b, state, prog, best)
 
   bar = tqdm(total=num_batches, initial=b, desc=desc, disable=not progress,
@@ -212,8 +220,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         record.update(extra)
         stopped = bool(extra.get("stop", False))
         if select is not None and float(extra[select]) > float(prog["best_score"]):
-          prog["best_score"] = np.float64(extra[select])
-          prog["best_epoch"] = np.int64(epoch)
+          prog["best_score"] = _scalar_float64(extra[select])
+          prog["best_epoch"] = _scalar_int64(epoch)
           best = _copy_best(state)
       save()
     history.append(record)
