@@ -21,10 +21,14 @@ from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import models
 
-flags.DEFINE_list("steps", ["1", "7", "40"], "PGD step counts K.")
-flags.DEFINE_integer("batch_size", 100, "Attack batch size.")
-flags.DEFINE_integer("repeats", 10, "Timed calls per setting.")
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  # Defined only when run as a script, so other scripts can import this one.
+  flags.DEFINE_list("steps", ["1", "7", "40"], "PGD step counts K.")
+  flags.DEFINE_integer("batch_size", 100, "Attack batch size.")
+  flags.DEFINE_integer("repeats", 10, "Timed calls per setting.")
 
 
 def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
@@ -67,4 +71,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -13,6 +13,7 @@ last checkpoint, evaluation from the last finished method.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -72,27 +73,54 @@ def load_data(config: ml_collections.ConfigDict):
   return (x[tr], y[tr]), (x[val], y[val]), (x_test, y_test)
 
 
+@dataclasses.dataclass
+class MethodSetup:
+  """Everything needed to train one method with its recipe."""
+  model: Any
+  state: training.TrainState
+  step_fn: training.steps.StepFn
+  num_batches: int
+  replays: int
+  passes_per_batch: int
+
+
+def setup_method(name: str, config: ml_collections.ConfigDict,
+                 num_train: int, image_shape: tuple) -> MethodSetup:
+  """Builds the model, initial state and step of `name` from `config[name]`.
+
+  `config[name].epochs` counts epoch-equivalents of optimizer updates, so
+  free AT with m replays makes `epochs / m` passes over the data.
+  """
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; valid: {sorted(METHODS)}.")
+  mc = config[name]
+  build_step, passes_fn = METHODS[name]
+  per_epoch = data.num_batches(num_train, config.batch_size)
+  replays = mc.replays if name == "free" else 1
+  num_batches = max(1, int(round(mc.epochs / replays * per_epoch)))
+  lr = training.make_schedule(mc.schedule, total_steps=num_batches * replays,
+                              learning_rate=mc.learning_rate)
+  model = models.get_model(config.model, num_classes=data.info(
+      config.dataset).num_classes)
+  key = jax.random.fold_in(jax.random.key(config.seed),
+                           list(METHODS).index(name))
+  state = training.create_train_state(
+      model, key, (1,) + tuple(image_shape), OPTIMIZERS[mc.optimizer](lr, mc),
+      eps=config.eps, step_size=mc.step_size,
+      eps_ramp_steps=int(round(mc.eps_ramp_epochs * per_epoch)),
+      delta_shape=((config.batch_size,) + tuple(image_shape)
+                   if name == "free" else None))
+  return MethodSetup(model, state, build_step(mc), num_batches, replays,
+                     passes_fn(mc))
+
+
 def train_method(name: str, config: ml_collections.ConfigDict, train, val,
                  workdir: str) -> tuple[training.TrainResult, dict]:
   """Trains one method; returns the result and its cost bookkeeping."""
   mc = config[name]
-  build_step, passes_fn = METHODS[name]
   x, y = train
-  per_epoch = data.num_batches(len(x), config.batch_size)
-  replays = mc.replays if name == "free" else 1
-  num_batches = max(1, int(round(mc.epochs / replays * per_epoch)))
-  updates = num_batches * replays
-  lr = training.make_schedule(mc.schedule, total_steps=updates,
-                              learning_rate=mc.learning_rate)
-  tx = OPTIMIZERS[mc.optimizer](lr, mc)
-  model = models.get_model(config.model, num_classes=data.info(
-      config.dataset).num_classes)
-  key = jax.random.fold_in(jax.random.key(config.seed), list(METHODS).index(name))
-  state = training.create_train_state(
-      model, key, (1,) + x.shape[1:], tx, eps=config.eps,
-      step_size=mc.step_size,
-      eps_ramp_steps=int(round(mc.eps_ramp_epochs * per_epoch)),
-      delta_shape=(config.batch_size,) + x.shape[1:] if name == "free" else None)
+  setup = setup_method(name, config, len(x), x.shape[1:])
+  model = setup.model
 
   x_val, y_val = val
   val_key = jax.random.key(config.seed + 1)
@@ -106,22 +134,25 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
         steps=config.val_pgd_steps, batch_size=min(500, len(x_val)))
     out = {"val_pgd_acc": acc}
     # Catastrophic overfitting (Wong et al., 2020): PGD accuracy collapses.
-    if mc.select_best and acc < best["pgd"] - 0.2:
-      print(f"[{name}] catastrophic overfitting at epoch {epoch}: val PGD acc "
-            f"{acc:.3f} < best {best['pgd']:.3f} - 0.2; stopping.")
-      out["stop"] = True
-    best["pgd"] = max(best["pgd"], acc)
+    # Judged only at full eps (after the ramp): while eps grows, the check's
+    # accuracy swings widely and a drop means nothing.
+    if epoch + 1 > mc.eps_ramp_epochs:
+      if mc.select_best and acc < best["pgd"] - 0.2:
+        print(f"[{name}] catastrophic overfitting at epoch {epoch}: val PGD "
+              f"acc {acc:.3f} < best {best['pgd']:.3f} - 0.2; stopping.")
+        out["stop"] = True
+      best["pgd"] = max(best["pgd"], acc)
     return out
 
   result = training.fit(
-      state, build_step(mc), x, y, batch_size=config.batch_size,
-      num_batches=num_batches, seed=config.seed,
+      setup.state, setup.step_fn, x, y, batch_size=config.batch_size,
+      num_batches=setup.num_batches, seed=config.seed,
       workdir=os.path.join(workdir, "checkpoints", name),
       checkpoint_every=config.checkpoint_every, epoch_fn=epoch_fn,
       select="val_pgd_acc" if mc.select_best else None, desc=name,
       progress=config.progress)
-  cost = {"train_steps": result.batches * replays,
-          "fwd_bwd_passes": result.batches * passes_fn(mc),
+  cost = {"train_steps": result.batches * setup.replays,
+          "fwd_bwd_passes": result.batches * setup.passes_per_batch,
           "train_seconds": result.train_seconds,
           "compile_seconds": result.compile_seconds}
   return result, cost
@@ -196,8 +227,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   model = models.get_model(config.model, num_classes=data.info(
       config.dataset).num_classes)
   for name in config.methods:
-    if name not in METHODS:
-      raise ValueError(f"unknown method {name!r}; valid: {sorted(METHODS)}.")
     if name in details and "record" in details[name]:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
@@ -246,10 +275,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Output directory.")
-config_flags.DEFINE_config_file(
-    "config", None, "Training configuration file.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _define_flags() -> None:
+  # Defined only when run as a script, so other scripts can import this one.
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  config_flags.DEFINE_config_file(
+      "config", None, "Training configuration file.", lock_config=True)
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -259,4 +292,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -1,0 +1,462 @@
+r"""Speed benchmark: jaxadv's training modes, attacks and loop forms vs peers.
+
+  python -m experiments.benchmark \
+      --config=experiments/configs/benchmark.py --workdir=/tmp/bench
+
+Writes `WORKDIR/benchmark.json` and `WORKDIR/benchmark.md`. Every time is a
+median over repeated runs after a warm-up call, compile time is reported
+separately, and every ratio compares numbers measured in this same process.
+
+On CPU the host is split into one XLA device per core
+(`--xla_force_host_platform_device_count`, set below before jax is imported
+unless XLA_FLAGS already sets it): single-device work runs as before, and the
+"sharded" jaxadv attack spreads its batch over all of them, which is how JAX
+uses more than one core for a network this small. It affects the CPU backend
+only; on GPU/TPU the accelerators are used as they are.
+"""
+
+from __future__ import annotations
+
+import os
+
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
+                                                                ""):
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") +
+      f" --xla_force_host_platform_device_count={os.cpu_count() or 1}").strip()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from experiments import benchmark_loop
+from experiments import robust_training
+from experiments.configs import robust_mnist
+from jaxadv import attacks
+from jaxadv import data
+from jaxadv import evaluation
+from jaxadv import losses
+from jaxadv import models
+from jaxadv import training
+
+
+def parse_mode(mode: str) -> tuple[str, int]:
+  """"free:8" -> ("free", 8); "natural" -> ("natural", 0)."""
+  name, _, arg = mode.partition(":")
+  return name, int(arg) if arg else 0
+
+
+def build_mode(mode: str):
+  """(step fn, optimizer updates per call, forward-backward passes per call)."""
+  name, k = parse_mode(mode)
+  if name == "natural":
+    return training.natural_step(), 1, 1
+  if name == "fgsm_rs":
+    return training.fgsm_rs_step(), 1, 2
+  if name == "free":
+    return training.free_at_step(replays=k), k, k
+  if name == "pgd":
+    return training.pgd_at_step(steps=k), 1, k + 1
+  raise ValueError(f"unknown training mode {mode!r}")
+
+
+def _state_for(model_name: str, mode: str, x_shape, eps: float):
+  import optax
+  name, _ = parse_mode(mode)
+  model = models.get_model(model_name)
+  step_size = {"fgsm_rs": 1.25 * eps, "pgd": 0.01}.get(name, 0.0)
+  return training.create_train_state(
+      model, jax.random.key(0), (1,) + x_shape[1:], optax.adam(1e-3),
+      eps=eps, step_size=step_size,
+      delta_shape=x_shape if name == "free" else None)
+
+
+def time_train_mode(model_name: str, mode: str, batch: dict, eps: float,
+                    warmup: int, repeats: int) -> dict:
+  """Compile time, median call time and XLA's memory estimate of one mode."""
+  step, updates, passes = build_mode(mode)
+  state = _state_for(model_name, mode, batch["x"].shape, eps)
+  key = jax.random.key(0)
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch,
+                                                      key).compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  for _ in range(warmup):
+    state, _ = compiled(state, batch, key)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, _ = compiled(state, batch, key)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+  call = float(np.median(times))
+  return {"model": model_name, "mode": mode, "compile_s": compile_s,
+          "call_s": call, "updates_per_call": updates,
+          "passes_per_call": passes, "per_update_s": call / updates,
+          "xla_temp_bytes": getattr(mem, "temp_size_in_bytes", None)}
+
+
+def probe_memory(model_name: str, mode: str, batch_size: int,
+                 steps: int) -> dict:
+  """Runs `steps` training steps here and reports this process's peak RSS."""
+  x, y = data.load("mnist", "train", limit=batch_size)
+  batch = {"x": x, "y": y}
+  step, _, _ = build_mode(mode)
+  state = _state_for(model_name, mode, x.shape, 0.3)
+  fn = jax.jit(step, donate_argnums=(0,))
+  for _ in range(steps):
+    state, _ = fn(state, batch, jax.random.key(0))
+  jax.block_until_ready(state)
+  return {"model": model_name, "mode": mode, "batch_size": batch_size,
+          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                          / 1024.0}
+
+
+def memory_table(config) -> list:
+  """Peak RSS of each mode, each in a fresh process (so peaks do not mix)."""
+  rows = []
+  for model_name in config.memory_models:
+    for mode in ("baseline",) + tuple(config.modes):
+      cmd = [sys.executable, "-m", "experiments.benchmark",
+             f"--probe_memory={model_name},{mode},{config.batch_size},"
+             f"{config.memory_steps}"]
+      out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                           env=dict(os.environ))
+      rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+  return rows
+
+
+def time_to_accuracy(config, train, heldout) -> tuple[list, dict]:
+  """Wall time (training only) until held-out PGD accuracy reaches target."""
+  tc = config.tta
+  recipes = robust_mnist.get_config()
+  x, y = train
+  xh, yh = heldout
+  rows, states = [], {}
+  per_epoch = data.num_batches(len(x), recipes.batch_size)
+  for name in tc.methods:
+    setup = robust_training.setup_method(name, recipes, len(x), x.shape[1:])
+    model, state, num_batches = setup.model, setup.state, setup.num_batches
+    step = jax.jit(setup.step_fn, donate_argnums=(0,))
+    key = jax.random.key(config.seed)
+    seconds, b, curve, reached = 0.0, 0, [], None
+    first = True
+    while b < num_batches and reached is None and seconds < tc.max_seconds:
+      epoch, start = divmod(b, per_epoch)
+      t0 = time.perf_counter()
+      for batch in data.batches(x, y, recipes.batch_size, seed=config.seed,
+                                epoch=epoch, start_batch=start):
+        state, _ = step(state, batch, key)
+        if first:  # exclude compilation
+          jax.block_until_ready(state)
+          t0 = time.perf_counter()
+          first = False
+        b += 1
+        if b % tc.check_every == 0 or b == num_batches:
+          jax.block_until_ready(state)
+          seconds += time.perf_counter() - t0
+          acc = evaluation.robust_accuracy(
+              model.apply, training.variables_of(state), xh, yh,
+              jax.random.key(1), attack="pgd", eps=config.eps,
+              step_size=tc.pgd_step_size, steps=tc.pgd_steps,
+              batch_size=len(xh))
+          curve.append((seconds, b, acc))
+          if acc >= tc.target:
+            reached = seconds
+          t0 = time.perf_counter()
+          if reached is not None or seconds >= tc.max_seconds:
+            break
+        if b == num_batches:
+          break
+    rows.append({"method": name, "target": tc.target,
+                 "seconds_to_target": reached, "batches": b,
+                 "fwd_bwd_passes": b * setup.passes_per_batch,
+                 "final_acc": curve[-1][2] if curve else None,
+                 "curve": curve})
+    states[name] = (recipes.model, state)
+    print(f"[tta] {name}: "
+          + (f"{reached:.1f}s" if reached is not None else "not reached")
+          + f" ({b} batches, last acc {curve[-1][2] if curve else 'n/a'})")
+  return rows, states
+
+
+def attack_throughput(config, model_name: str, params: Any, x: np.ndarray,
+                      y: np.ndarray) -> dict:
+  """jaxadv PGD vs torchattacks vs foolbox on the same weights and inputs."""
+  ac = config.attack
+  model = models.get_model(model_name)
+  variables = {"params": params}
+  kw = dict(eps=config.eps, step_size=ac.step_size, steps=ac.steps)
+  bs = ac.batch_size
+
+  def attack_correct(variables, xb, yb, key):
+    logits_fn = lambda v: model.apply(variables, v)
+    x_adv = attacks.pgd(losses.make_loss_fn(logits_fn), xb, yb, key, **kw)
+    return jnp.argmax(logits_fn(x_adv), -1) == yb
+
+  def run_jax(fn, put):
+    def go():
+      out = []
+      t0 = time.perf_counter()
+      for i in range(0, len(x), bs):
+        xb, yb = put(x[i:i + bs]), put(y[i:i + bs])
+        out.append(fn(variables, xb, yb, jax.random.fold_in(
+            jax.random.key(0), i)))
+      out = np.concatenate([np.asarray(o) for o in out])
+      return out, time.perf_counter() - t0
+    t0 = time.perf_counter()
+    go()  # compile + warm-up
+    first = time.perf_counter() - t0
+    runs = [go() for _ in range(ac.repeats)]
+    secs = float(np.median([r[1] for r in runs]))
+    return runs[0][0], secs, first - secs
+
+  results = {}
+  single = jax.jit(attack_correct)
+  correct, secs, comp = run_jax(single, jnp.asarray)
+  results["jaxadv (1 device)"] = (correct, secs, comp)
+  devices = jax.local_devices()
+  if len(devices) > 1 and bs % len(devices) == 0:
+    mesh = Mesh(np.array(devices), ("batch",))
+    sharded = jax.jit(jax.shard_map(
+        attack_correct, mesh=mesh, in_specs=(P(), P("batch"), P("batch"), P()),
+        out_specs=P("batch")))
+    sharding = jax.sharding.NamedSharding(mesh, P("batch"))
+    correct, secs, comp = run_jax(sharded,
+                                  lambda a: jax.device_put(a, sharding))
+    results[f"jaxadv ({len(devices)} devices, batch sharded)"] = (
+        correct, secs, comp)
+  from experiments import peers
+  if "torchattacks" in ac.peers:
+    tmodel = peers.port_to_torch(model_name, params)
+    peers.torchattacks_pgd(tmodel, x[:bs], y[:bs], batch_size=bs, **kw)
+    runs = [peers.torchattacks_pgd(tmodel, x, y, batch_size=bs, **kw)
+            for _ in range(ac.repeats)]
+    results["torchattacks 3.5 (PyTorch CPU)"] = (
+        runs[0][0], float(np.median([r[1] for r in runs])), None)
+    # Same weights, same function: logits agree.
+    import torch
+    with torch.no_grad():
+      tl = tmodel(torch.from_numpy(np.ascontiguousarray(
+          x[:64].transpose(0, 3, 1, 2)))).numpy()
+    port_err = float(np.abs(tl - np.asarray(model.apply(variables,
+                                                        x[:64]))).max())
+  else:
+    port_err = None
+  if "foolbox" in ac.peers:
+    logits_fn = jax.jit(lambda v: model.apply(variables, v))
+    peers.foolbox_pgd(logits_fn, x[:bs], y[:bs], batch_size=bs, **kw)
+    runs = [peers.foolbox_pgd(logits_fn, x, y, batch_size=bs, **kw)
+            for _ in range(ac.repeats)]
+    results["foolbox 3.3.4 LinfPGD (JAX/EagerPy)"] = (
+        runs[0][0], float(np.median([r[1] for r in runs])), None)
+  rows = []
+  base = results["jaxadv (1 device)"][1]
+  for name, (correct, secs, comp) in results.items():
+    rows.append({"attack": name, "images_per_s": len(x) / secs,
+                 "seconds": secs, "compile_s": comp,
+                 "robust_acc": float(np.mean(correct)),
+                 "time_vs_jaxadv_1dev": secs / base})
+  accs = [r["robust_acc"] for r in rows]
+  return {"rows": rows, "max_acc_gap": max(accs) - min(accs),
+          "port_max_logit_err": port_err,
+          "cleverhans": peers.cleverhans_status(),
+          "num_examples": len(x), "batch_size": bs, **kw}
+
+
+def machine() -> dict:
+  return {"platform": platform.platform(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "python": platform.python_version(),
+          "jax": jax.__version__, "backend": jax.default_backend(),
+          "devices": [str(d) for d in jax.devices()]}
+
+
+def to_markdown(res: dict) -> str:
+  """The benchmark as Markdown tables."""
+  m = res["machine"]
+  out = [f"Machine: {m['processor'] or m['platform']}, {m['cpu_count']} cores, "
+         f"jax {m['jax']} ({m['backend']}, {len(m['devices'])} device(s)).", ""]
+  out += ["**Training step cost** (batch {}, median of {} calls after warm-up;"
+          " ratios per optimizer update vs natural on the same model)".format(
+              res["config"]["batch_size"], res["config"]["repeats"]), "",
+          "| model | mode | ms / call | updates / call | ms / update | "
+          "s / epoch-equiv. | ratio to natural | bar | compile s |",
+          "|---|---|---|---|---|---|---|---|---|"]
+  for r in res["train"]:
+    out.append(
+        f"| {r['model']} | {r['mode']} | {1e3 * r['call_s']:.2f} | "
+        f"{r['updates_per_call']} | {1e3 * r['per_update_s']:.2f} | "
+        f"{r['epoch_equiv_s']:.1f} | {r['ratio_to_natural']:.2f} | "
+        f"{r['bar']} | {r['compile_s']:.2f} |")
+  if res.get("memory"):
+    out += ["", "**Peak resident memory** (fresh process per mode, batch "
+            f"{res['config']['batch_size']}; 'baseline' = jax + data, no step)",
+            "", "| model | mode | peak RSS MiB |", "|---|---|---|"]
+    for r in res["memory"]:
+      out.append(f"| {r['model']} | {r['mode']} | {r['peak_rss_mib']:.0f} |")
+  if res.get("tta"):
+    out += ["", "**Time to accuracy**: training seconds (compile and checks "
+            "excluded) until PGD-{} accuracy on {} held-out images first "
+            "reaches {:.0%} at eps {}".format(
+                res["config"]["tta"]["pgd_steps"],
+                res["config"]["tta"]["heldout"],
+                res["config"]["tta"]["target"], res["config"]["eps"]), "",
+            "| method | seconds | batches | fwd-bwd passes | last acc |",
+            "|---|---|---|---|---|"]
+    for r in res["tta"]:
+      s = (f"{r['seconds_to_target']:.1f}"
+           if r["seconds_to_target"] is not None else "not reached")
+      out.append(f"| {r['method']} | {s} | {r['batches']} | "
+                 f"{r['fwd_bwd_passes']} | {r['final_acc']:.3f} |")
+  if res.get("attack"):
+    a = res["attack"]
+    out += ["", f"**PGD-{a['steps']} throughput** (eps {a['eps']}, step "
+            f"{a['step_size']}, batch {a['batch_size']}, {a['num_examples']} "
+            f"test images, same weights; port max logit error "
+            f"{a['port_max_logit_err']})", "",
+            "| attack | images / s | robust acc | time vs jaxadv 1-device |"
+            " compile s |", "|---|---|---|---|---|"]
+    for r in a["rows"]:
+      comp = f"{r['compile_s']:.2f}" if r["compile_s"] is not None else "-"
+      out.append(f"| {r['attack']} | {r['images_per_s']:.0f} | "
+                 f"{r['robust_acc']:.4f} | {r['time_vs_jaxadv_1dev']:.2f} | "
+                 f"{comp} |")
+    out += [f"| cleverhans 4.0.0 (JAX) | {a['cleverhans']} | - | - | - |", "",
+            f"Largest robust-accuracy gap between attacks: "
+            f"{100 * a['max_acc_gap']:.2f} points."]
+  if res.get("loop"):
+    out += ["", "**Attack loop form** (PGD-K, batch "
+            f"{res['config']['loop_batch_size']})", "",
+            "| K | unroll ms | fori ms | fori / unroll | unroll compile s | "
+            "fori compile s |", "|---|---|---|---|---|---|"]
+    for r in res["loop"]:
+      out.append(f"| {r['steps']} | {1e3 * r['unroll']['median_s']:.1f} | "
+                 f"{1e3 * r['fori']['median_s']:.1f} | "
+                 f"{r['fori']['median_s'] / r['unroll']['median_s']:.2f} | "
+                 f"{r['unroll']['compile_s']:.2f} | "
+                 f"{r['fori']['compile_s']:.2f} |")
+    out.append(f"\nDefault loop on this backend: {res['default_loop']}.")
+  out += ["", f"Mixup Inference: {res['mixup_inference']}"]
+  return "\n".join(out)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs every part of the benchmark and writes the results."""
+  os.makedirs(workdir, exist_ok=True)
+  res = {"machine": machine(), "config": config.to_dict()}
+  print(res["machine"])
+  x, y = data.load(config.dataset, "train", data_dir=config.data_dir,
+                   manual_dir=config.manual_dir)
+  x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir,
+                             manual_dir=config.manual_dir)
+  batch = {"x": x[:config.batch_size], "y": y[:config.batch_size]}
+  nb = data.num_batches(len(x), config.batch_size)
+
+  res["train"] = []
+  for model_name in config.models:
+    nat = None
+    for mode in config.modes:
+      r = time_train_mode(model_name, mode, batch, config.eps, config.warmup,
+                          config.repeats)
+      if mode == "natural":
+        nat = r["per_update_s"]
+      name, k = parse_mode(mode)
+      r["epoch_equiv_s"] = r["per_update_s"] * nb
+      r["ratio_to_natural"] = r["per_update_s"] / nat if nat else float("nan")
+      limit = {"free": 1.05, "pgd": k + 1}.get(name)
+      r["bar"] = ("-" if limit is None else
+                  f"<= {limit:g}: {'met' if r['ratio_to_natural'] <= limit else 'MISSED'}")
+      print(f"[train] {model_name} {mode}: {1e3 * r['call_s']:.2f} ms/call, "
+            f"ratio {r['ratio_to_natural']:.2f} {r['bar']}")
+      res["train"].append(r)
+
+  if config.memory_models:
+    res["memory"] = memory_table(config)
+
+  heldout = config.tta.heldout
+  train = (x[:-heldout], y[:-heldout])
+  res["tta"], states = time_to_accuracy(config, train,
+                                        (x[-heldout:], y[-heldout:]))
+
+  if "fgsm_rs" in states:
+    model_name, state = states["fgsm_rs"]
+    n = config.attack.num_examples
+    res["attack"] = attack_throughput(config, model_name, state.params,
+                                      x_test[:n], y_test[:n])
+    for r in res["attack"]["rows"]:
+      print(f"[attack] {r['attack']}: {r['images_per_s']:.0f} img/s, "
+            f"robust acc {r['robust_acc']:.4f}")
+
+  res["loop"] = []
+  for k in config.loop_steps:
+    res["loop"].append({
+        "steps": k,
+        "unroll": benchmark_loop.measure(k, "unroll", config.loop_batch_size,
+                                         config.repeats),
+        "fori": benchmark_loop.measure(k, "fori", config.loop_batch_size,
+                                       config.repeats)})
+  res["default_loop"] = attacks.default_loop()
+  res["mixup_inference"] = ("not measured: Mixup Inference is not in jaxadv "
+                            "yet (issue #3).")
+  with open(os.path.join(workdir, "benchmark.json"), "w") as f:
+    json.dump(res, f, indent=2)
+  md = to_markdown(res)
+  with open(os.path.join(workdir, "benchmark.md"), "w") as f:
+    f.write(md + "\n")
+  print(md)
+  return res
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  # Defined only when run as a script, so other scripts can import this one.
+  flags.DEFINE_string("workdir", None, "Output directory.")
+  flags.DEFINE_string("probe_memory", None,
+                      "Internal: 'model,mode,batch,steps' to measure peak RSS.")
+  config_flags.DEFINE_config_file("config", None, "Benchmark configuration.",
+                                  lock_config=True)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  if FLAGS.probe_memory:
+    model_name, mode, bs, steps = FLAGS.probe_memory.split(",")
+    if mode == "baseline":
+      x, _ = data.load("mnist", "train", limit=int(bs))
+      jax.block_until_ready(jnp.asarray(x))
+      print(json.dumps({"model": model_name, "mode": mode,
+                        "batch_size": int(bs), "peak_rss_mib":
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                        / 1024.0}))
+    else:
+      print(json.dumps(probe_memory(model_name, mode, int(bs), int(steps))))
+    return
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required.")
+  run(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

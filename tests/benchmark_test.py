@@ -1,0 +1,30 @@
+"""Tests of the benchmark's pieces that must be right for its numbers to count."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import benchmark
+from jaxadv import models
+
+
+@pytest.mark.parametrize("mode, updates, passes", [
+    ("natural", 1, 1), ("fgsm_rs", 1, 2), ("free:8", 8, 8), ("pgd:7", 1, 8)])
+def test_build_mode_counts(mode, updates, passes):
+  _, u, p = benchmark.build_mode(mode)
+  assert (u, p) == (updates, passes)
+
+
+@pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])
+def test_torch_port_matches_logits(name):
+  torch = pytest.importorskip("torch")
+  from experiments import peers
+  model = models.get_model(name)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  x = np.asarray(jax.random.uniform(jax.random.key(1), (8, 28, 28, 1)))
+  tmodel = peers.port_to_torch(name, params)
+  with torch.no_grad():
+    tl = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  np.testing.assert_allclose(tl, model.apply({"params": params}, x),
+                             atol=1e-5, rtol=1e-5)
