@@ -126,8 +126,19 @@ def probe_memory(model_name: str, mode: str, batch_size: int,
     state, _ = fn(state, batch, jax.random.key(0))
   jax.block_until_ready(state)
   return {"model": model_name, "mode": mode, "batch_size": batch_size,
-          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                          / 1024.0}
+          "peak_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+  """This process's peak resident memory (VmHWM; ru_maxrss survives exec)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmHWM:"):
+          return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def memory_table(config) -> list:
@@ -144,25 +155,31 @@ def memory_table(config) -> list:
   return rows
 
 
-def time_to_accuracy(config, train, heldout) -> tuple[list, dict]:
-  """Wall time (training only) until held-out PGD accuracy reaches target."""
+def time_to_accuracy(config) -> tuple[list, dict]:
+  """Wall time (training only) until held-out PGD accuracy reaches target.
+
+  Trains exactly as the main job does (its recipes, seed and train /
+  validation split) and checks PGD accuracy on the first `tta.heldout`
+  validation images every `tta.check_every` minibatches.
+  """
   tc = config.tta
   recipes = robust_mnist.get_config()
-  x, y = train
-  xh, yh = heldout
+  recipes.data_dir, recipes.manual_dir = config.data_dir, config.manual_dir
+  (x, y), (xh, yh), _ = robust_training.load_data(recipes)
+  xh, yh = xh[:tc.heldout], yh[:tc.heldout]
   rows, states = [], {}
   per_epoch = data.num_batches(len(x), recipes.batch_size)
   for name in tc.methods:
     setup = robust_training.setup_method(name, recipes, len(x), x.shape[1:])
     model, state, num_batches = setup.model, setup.state, setup.num_batches
     step = jax.jit(setup.step_fn, donate_argnums=(0,))
-    key = jax.random.key(config.seed)
+    key = jax.random.key(recipes.seed)
     seconds, b, curve, reached = 0.0, 0, [], None
     first = True
     while b < num_batches and reached is None and seconds < tc.max_seconds:
       epoch, start = divmod(b, per_epoch)
       t0 = time.perf_counter()
-      for batch in data.batches(x, y, recipes.batch_size, seed=config.seed,
+      for batch in data.batches(x, y, recipes.batch_size, seed=recipes.seed,
                                 epoch=epoch, start_batch=start):
         state, _ = step(state, batch, key)
         if first:  # exclude compilation
@@ -186,6 +203,9 @@ def time_to_accuracy(config, train, heldout) -> tuple[list, dict]:
             break
         if b == num_batches:
           break
+      if b % tc.check_every and b != num_batches:  # epoch ended between checks
+        jax.block_until_ready(state)
+        seconds += time.perf_counter() - t0
     rows.append({"method": name, "target": tc.target,
                  "seconds_to_target": reached, "batches": b,
                  "fwd_bwd_passes": b * setup.passes_per_batch,
@@ -391,10 +411,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.memory_models:
     res["memory"] = memory_table(config)
 
-  heldout = config.tta.heldout
-  train = (x[:-heldout], y[:-heldout])
-  res["tta"], states = time_to_accuracy(config, train,
-                                        (x[-heldout:], y[-heldout:]))
+  res["tta"], states = time_to_accuracy(config)
 
   if "fgsm_rs" in states:
     model_name, state = states["fgsm_rs"]
@@ -446,9 +463,7 @@ def main(argv):
       x, _ = data.load("mnist", "train", limit=int(bs))
       jax.block_until_ready(jnp.asarray(x))
       print(json.dumps({"model": model_name, "mode": mode,
-                        "batch_size": int(bs), "peak_rss_mib":
-                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                        / 1024.0}))
+                        "batch_size": int(bs), "peak_rss_mib": peak_rss_mib()}))
     else:
       print(json.dumps(probe_memory(model_name, mode, int(bs), int(steps))))
     return

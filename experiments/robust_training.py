@@ -160,15 +160,23 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
 
 def _plot(records: list, path: str) -> None:
   import matplotlib
+  import matplotlib.ticker
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4))
-  for r in records:
+  for i, r in enumerate(records):
     ax.scatter(r["train_seconds"], 100 * r["pgd_acc"], s=60)
     ax.annotate(f"{r['method']} ({100 * r['clean_acc']:.1f}% clean)",
                 (r["train_seconds"], 100 * r["pgd_acc"]),
-                textcoords="offset points", xytext=(6, 4), fontsize=8)
+                textcoords="offset points",
+                xytext=(6, 6 if i % 2 else -14), fontsize=8)
   ax.set_xscale("log")
+  secs = [r["train_seconds"] for r in records]
+  ax.set_xticks([t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000,
+                             5000, 10000) if min(secs) / 2 <= t <= 2 * max(secs)])
+  ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+  ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+  ax.set_ylim(-15, 105)
   ax.set_xlabel("training time (s, log scale)")
   r0 = records[0]
   ax.set_ylabel(f"PGD-{r0['pgd_steps']}x{r0['pgd_restarts']} accuracy (%)")

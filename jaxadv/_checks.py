@@ -22,6 +22,40 @@ def is_concrete(value: Any) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+def check_image_batch_static(x: Any, name: str = "x", *,
+                             rank: int | None = None, min_rank: int = 2,
+                             context: str = "") -> None:
+  """Static (jit-free) checks of an image batch: rank and floating dtype.
+
+  Args:
+    x: array [B, ...].
+    name: the argument's name, used in error messages.
+    rank: the exact rank required (4 for [B, H, W, C]), or None.
+    min_rank: the smallest rank accepted when `rank` is None.
+    context: prefix of the message (e.g. the model's name).
+
+  Raises:
+    TypeError: non-floating pixels.
+    ValueError: wrong rank.
+  """
+  prefix = f"{context}: " if context else ""
+  shape = np.shape(x)
+  if rank is not None and len(shape) != rank:
+    raise ValueError(
+        f"{prefix}`{name}` must be a rank-{rank} NHWC image batch of shape "
+        f"[B, H, W, C]; got rank {len(shape)} with shape {shape}.")
+  if rank is None and len(shape) < min_rank:
+    raise ValueError(
+        f"{prefix}`{name}` must be a batch of images of rank >= {min_rank} "
+        f"([B, H, W, C] or [B, D]); got shape {shape}.")
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(
+        f"{prefix}`{name}` must hold floating-point pixels in [0, 1]; got "
+        f"dtype {dtype}. Rescale integer images with "
+        f"x.astype(np.float32) / 255.")
+
+
 def check_images(x: Any, name: str = "x", *, min_rank: int = 2) -> None:
   """Checks a batch of images: floating dtype, rank, finite values in [0, 1].
 
@@ -34,16 +68,7 @@ def check_images(x: Any, name: str = "x", *, min_rank: int = 2) -> None:
     TypeError: integer or boolean pixels.
     ValueError: wrong rank, NaN/inf, or values outside [0, 1].
   """
-  shape = np.shape(x)
-  if len(shape) < min_rank:
-    raise ValueError(
-        f"`{name}` must be a batch of images of rank >= {min_rank} "
-        f"([B, H, W, C] or [B, D]); got shape {shape}.")
-  dtype = jnp.result_type(x)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"`{name}` must hold floating-point pixels in [0, 1]; got dtype "
-        f"{dtype}. Rescale integer images with x.astype(np.float32) / 255.")
+  check_image_batch_static(x, name, min_rank=min_rank)
   if is_concrete(x) and np.size(x):
     xa = np.asarray(x)
     if not np.all(np.isfinite(xa)):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
-import numpy as np
+
+from jaxadv import _checks
 
 __all__ = ["FastATMNIST", "MadryCNN"]
 
@@ -39,17 +39,7 @@ def _check_nhwc(x: jax.Array, model_name: str) -> None:
     ValueError: If `x` does not have rank 4.
     TypeError: If `x` does not have a floating dtype.
   """
-  shape = np.shape(x)
-  if len(shape) != 4:
-    raise ValueError(
-        f"{model_name}: `x` must be a rank-4 NHWC image batch of shape "
-        f"[B, H, W, C]; got rank {len(shape)} with shape {shape}.")
-  dtype = jnp.result_type(x)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"{model_name}: `x` must hold floating-point pixels in [0, 1]; got "
-        f"dtype {dtype}. Rescale integer images with "
-        f"x.astype(np.float32) / 255.")
+  _checks.check_image_batch_static(x, "x", rank=4, context=model_name)
 
 
 class FastATMNIST(nn.Module):
