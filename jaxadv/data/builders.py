@@ -630,6 +630,24 @@ class JaxadvFashionMnist(_IdxBuilder):
   )
 
 
+def _cifar10_info(builder: tfds.core.DatasetBuilder, description: str, *,
+                  encoding_format: str) -> tfds.core.DatasetInfo:
+  """The DatasetInfo both CIFAR-10 builders share (32x32x3 uint8, 10 classes)."""
+  return tfds.core.DatasetInfo(
+      builder=builder,
+      description=description,
+      features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(
+              shape=(32, 32, 3), dtype=np.uint8,
+              encoding_format=encoding_format),
+          "label": tfds.features.ClassLabel(names=list(CIFAR10_CLASS_NAMES)),
+      }),
+      supervised_keys=("image", "label"),
+      homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+      disable_shuffling=True,
+  )
+
+
 class JaxadvCifar10(_JaxadvBuilder):
   """CIFAR-10 from the canonical python tarball, 32x32x3, 50k train / 10k test.
 
@@ -650,21 +668,9 @@ class JaxadvCifar10(_JaxadvBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "CIFAR-10 tiny images, from the python tarball (jaxadv builder)."
-        ),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(32, 32, 3), dtype=np.uint8, encoding_format="png"
-            ),
-            "label": tfds.features.ClassLabel(names=list(CIFAR10_CLASS_NAMES)),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        disable_shuffling=True,
-    )
+    return _cifar10_info(
+        self, "CIFAR-10 tiny images, from the python tarball (jaxadv builder).",
+        encoding_format="png")
 
   def _split_generators(
       self, dl_manager: tfds.download.DownloadManager
@@ -706,19 +712,9 @@ class JaxadvCifar10Jpeg(_JaxadvBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description="CIFAR-10 re-encoded as JPEG q75 (jaxadv builder).",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(
-                shape=(32, 32, 3), dtype=np.uint8, encoding_format="jpeg"
-            ),
-            "label": tfds.features.ClassLabel(names=list(CIFAR10_CLASS_NAMES)),
-        }),
-        supervised_keys=("image", "label"),
-        homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
-        disable_shuffling=True,
-    )
+    return _cifar10_info(
+        self, "CIFAR-10 re-encoded as JPEG q75 (jaxadv builder).",
+        encoding_format="jpeg")
 
   def _split_generators(
       self, dl_manager: tfds.download.DownloadManager
