@@ -1,6 +1,5 @@
 """Tests of the training steps (pure functions) and the resumable loop."""
 
-import os
 
 import jax
 import jax.numpy as jnp

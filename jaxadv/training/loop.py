@@ -10,10 +10,9 @@ only once it is complete).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp

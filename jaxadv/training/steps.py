@@ -17,7 +17,7 @@ They differ only in how `delta` is produced:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
