@@ -95,3 +95,47 @@ def test_bad_arguments(problem, kwargs, match):
   with pytest.raises(ValueError, match=match):
     evaluation.robust_correct(_apply, variables, x, y, jax.random.key(0),
                               **args)
+
+
+_SHARDED_SCRIPT = r"""
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxadv import evaluation
+D, C = 12, 4
+def apply(variables, x, train=False):
+  return x.reshape(x.shape[0], -1) @ variables["w"] + variables["b"]
+kw, kx = jax.random.split(jax.random.key(0))
+variables = {"w": jax.random.normal(kw, (D, C)), "b": jnp.zeros(C)}
+x = np.asarray(jax.random.uniform(kx, (37, D)))
+y = np.asarray(jnp.argmax(apply(variables, x), -1)).astype(np.int32)
+correct = evaluation.robust_correct(
+    apply, variables, x, y, jax.random.key(2), attack="pgd", eps=0.15,
+    step_size=0.03, steps=5, restarts=3, batch_size=8)
+print(json.dumps({"devices": jax.local_device_count(),
+                  "correct": correct.astype(int).tolist()}))
+"""
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_sharded_evaluation_matches_one_device(devices):
+  """The batch split over N (emulated) devices gives the same verdicts."""
+  import json
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ,
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env,
+                       capture_output=True, text=True, check=True)
+  got = json.loads(out.stdout.strip().splitlines()[-1])
+  assert got["devices"] == devices
+  kw, kx = jax.random.split(jax.random.key(0))
+  variables = {"w": jax.random.normal(kw, (D, C)), "b": jnp.zeros(C)}
+  x = np.asarray(jax.random.uniform(kx, (37, D)))
+  y = np.asarray(jnp.argmax(_apply(variables, x), -1)).astype(np.int32)
+  expected = evaluation.robust_correct(
+      _apply, variables, x, y, jax.random.key(2), attack="pgd", eps=0.15,
+      step_size=0.03, steps=5, restarts=3, batch_size=8)
+  assert got["correct"] == expected.astype(int).tolist()
+  assert 0 < sum(got["correct"]) < 37

@@ -6,7 +6,9 @@ when it is classified correctly clean AND under every restart of the attack
 the model settles that example, and later restarts run only on the examples
 still standing). Batches have a fixed size (the last one is padded), so one
 compilation serves the whole set, and `eps` / `step_size` are traced, so an
-eps sweep does not recompile.
+eps sweep does not recompile. With several local devices (GPUs, TPU cores, or
+CPU devices from `--xla_force_host_platform_device_count`) each batch is
+split across them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,24 @@ def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
+def _placement(variables: Any, batch_size: int):
+  """Spreads each batch over all local devices (when it divides evenly).
+
+  Every example is attacked independently, so XLA partitions the whole
+  attack along the batch with no communication; `variables` are replicated.
+  Returns (variables placed, function placing one batch array).
+  """
+  devices = jax.local_devices()
+  if len(devices) == 1 or batch_size % len(devices):
+    return variables, jnp.asarray
+  mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+  spec = jax.sharding.PartitionSpec
+  variables = jax.device_put(variables,
+                             jax.sharding.NamedSharding(mesh, spec()))
+  batch = jax.sharding.NamedSharding(mesh, spec("batch"))
+  return variables, lambda a: jax.device_put(a, batch)
+
+
 def _padded_batches(idx: np.ndarray, batch_size: int):
   """Yields (indices padded to batch_size, number of real entries)."""
   for start in range(0, len(idx), batch_size):
@@ -88,8 +108,10 @@ def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
   _checks.check_images(x, "x")
   _checks.check_count(batch_size, "batch_size", 1)
   out = np.zeros(len(x), np.int32)
+  variables, put = _placement(variables, batch_size)
   for chunk, n in _padded_batches(np.arange(len(x)), batch_size):
-    out[chunk[:n]] = np.asarray(_predict(apply_fn, variables, x[chunk]))[:n]
+    out[chunk[:n]] = np.asarray(_predict(apply_fn, variables,
+                                         put(x[chunk])))[:n]
   return out
 
 
@@ -153,6 +175,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   if attack in ("fgsm", "bim"):
     restarts = 1  # deterministic attacks: restarts would repeat themselves
   eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
+  variables, put = _placement(variables, batch_size)
   total = restarts * int(robust.sum())
   bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
              dynamic_ncols=True, mininterval=1.0)
@@ -162,7 +185,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
       break
     rkey = jax.random.fold_in(key, r)
     for i, (chunk, n) in enumerate(_padded_batches(idx, batch_size)):
-      ok = _attack_correct(apply_fn, variables, x[chunk], y[chunk],
+      ok = _attack_correct(apply_fn, variables, put(x[chunk]), put(y[chunk]),
                            jax.random.fold_in(rkey, i), eps_a, step_a,
                            attack=attack, steps=steps, norm=norm, loss=loss,
                            loop=loop)
