@@ -36,7 +36,7 @@ def _ce(state, params, x, y):
 
 
 def _tree_close(a, b, atol=1e-6):
-  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5)
 
 
@@ -180,7 +180,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, mnist_subset, method):
   resumed = run(17, str(tmp_path / "cut"))
   assert resumed.batches == 17
   for a, b in zip(jax.tree.leaves(full.state.params),
-                  jax.tree.leaves(resumed.state.params)):
+                  jax.tree.leaves(resumed.state.params), strict=True):
     np.testing.assert_array_equal(a, b)
   if free:
     np.testing.assert_array_equal(full.state.delta, resumed.state.delta)
