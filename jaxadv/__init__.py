@@ -2,6 +2,7 @@
 
 from jaxadv import attacks
 from jaxadv import data
+from jaxadv import defenses
 from jaxadv import evaluation
 from jaxadv import losses
 from jaxadv import models

@@ -6,6 +6,7 @@ from jaxadv.attacks._projections import clip_box
 from jaxadv.attacks._projections import l2_norm
 from jaxadv.attacks._projections import project
 from jaxadv.attacks._projections import random_init
+from jaxadv.attacks.eot import eot_pgd
 from jaxadv.attacks.fgsm import fgm
 from jaxadv.attacks.fgsm import fgsm
 from jaxadv.attacks.fgsm import fgsm_rs

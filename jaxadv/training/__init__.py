@@ -12,6 +12,8 @@ from jaxadv.training.state import current_attack_params
 from jaxadv.training.state import variables_of
 from jaxadv.training.steps import fgsm_rs_step
 from jaxadv.training.steps import free_at_step
+from jaxadv.training.steps import iat_step
 from jaxadv.training.steps import make_step
+from jaxadv.training.steps import mixup_step
 from jaxadv.training.steps import natural_step
 from jaxadv.training.steps import pgd_at_step

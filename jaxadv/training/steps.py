@@ -13,11 +13,17 @@ They differ only in how `delta` is produced:
 * free AT (Shafahi et al., 2019): `delta` lives in the state, is replayed
   `replays` times per minibatch, and each replay's single backward pass also
   updates it, `delta <- clip(delta + eps * sign(g_delta), -eps, eps)`.
+
+Mixup training (Zhang et al., 2018) and interpolated AT (Lamb et al., 2019)
+use the same skeleton with a `Mix`: the (possibly perturbed) inputs are mixed
+with a permutation of the batch, and the loss with the same permutation of
+the labels, `lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm])`, which is
+the cross-entropy against the mixed one-hot targets.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,25 +41,62 @@ StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 Perturb = Callable[[TrainState, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+class Mix(NamedTuple):
+  """One mixup draw for a batch (Zhang et al., 2018)."""
+  lam: jax.Array   # float32 [] or [B], the weight of the original example
+  perm: jax.Array  # int32 [B], the partner of each example
+
+
+def draw_mix(key: jax.Array, batch_size: int, alpha: float) -> Mix:
+  """`lam ~ Beta(alpha, alpha)` and a random pairing of the batch."""
+  k_lam, k_perm = jax.random.split(key)
+  lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
+  return Mix(lam, jax.random.permutation(k_perm, batch_size))
+
+
+def _mixed(mix: Mix, a: jax.Array) -> jax.Array:
+  lam = _bcast(mix.lam, a.ndim) if jnp.ndim(mix.lam) else mix.lam
+  return lam * a + (1.0 - lam) * a[mix.perm]
+
+
 def _update(state: TrainState, x: jax.Array, y: jax.Array,
-            delta: jax.Array) -> tuple[TrainState, jax.Array, Metrics]:
+            delta: jax.Array, *, mix: Optional[Mix] = None,
+            weights: Optional[jax.Array] = None
+            ) -> tuple[TrainState, jax.Array, Metrics]:
   """One optimizer update on `clip(x + delta, 0, 1)`; also returns grad_delta.
 
   The perturbation gradient is free: it comes out of the same backward pass
   as the parameter gradient (unused outputs are pruned by XLA under jit).
+
+  Args:
+    state, x, y, delta: the state, batch [B, ...] / [B] and perturbation.
+    mix: when given, the inputs `clip(x + delta)` and the labels are mixed
+      with `mix.perm` and `mix.lam` (mixup); the loss is then
+      `lam * CE(y) + (1 - lam) * CE(y[perm])`.
+    weights: float32 [B] per-example loss weights (mean over the batch of
+      `weights * loss`); None = uniform.
   """
   def loss_fn(params, delta):
-    logits, batch_stats = apply_model(state, params,
-                                      jnp.clip(x + delta, 0.0, 1.0), train=True)
-    loss = jnp.mean(losses.cross_entropy(logits, y))
-    return loss, (logits, batch_stats)
+    inputs = jnp.clip(x + delta, 0.0, 1.0)
+    if mix is not None:
+      inputs = _mixed(mix, inputs)
+    logits, batch_stats = apply_model(state, params, inputs, train=True)
+    per_example = losses.cross_entropy(logits, y)
+    if mix is not None:
+      per_example = (mix.lam * per_example + (1.0 - mix.lam) *
+                     losses.cross_entropy(logits, y[mix.perm]))
+    if weights is not None:
+      per_example = weights * per_example
+    return jnp.mean(per_example), (logits, batch_stats)
 
   grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
   (loss, (logits, batch_stats)), (g_params, g_delta) = grad_fn(state.params,
                                                                 delta)
   state = state.apply_gradients(grads=g_params, batch_stats=batch_stats)
-  metrics = {"loss": loss,
-             "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
+  hits = jnp.argmax(logits, -1) == y
+  if mix is not None:  # mixup accuracy: agreement with the dominant label
+    hits = jnp.argmax(logits, -1) == jnp.where(mix.lam >= 0.5, y, y[mix.perm])
+  metrics = {"loss": loss, "accuracy": jnp.mean(hits)}
   return state, g_delta, metrics
 
 
@@ -176,3 +219,100 @@ def free_at_step(*, replays: int, loop: Optional[str] = None) -> StepFn:
     return state, jax.tree.map(lambda v: v / replays, total)
 
   return step
+
+
+def _check_alpha(alpha: float) -> None:
+  if not alpha > 0:
+    raise ValueError(f"`alpha` (the Beta(alpha, alpha) mixup parameter) must "
+                     f"be > 0; got {alpha}.")
+
+
+def mixup_step(*, alpha: float = 1.0) -> StepFn:
+  """Mixup training (Zhang, Cisse, Dauphin & Lopez-Paz, ICLR 2018).
+
+  Per step (key folded with `state.step`): `lam ~ Beta(alpha, alpha)` and a
+  random permutation `perm` of the batch; trains on
+  `x~ = lam x + (1 - lam) x[perm]` with targets
+  `y~ = lam onehot(y) + (1 - lam) onehot(y[perm])`. One forward-backward pass,
+  the cost of a natural step.
+
+  Args:
+    alpha: the Beta parameter (1.0 in the paper for CIFAR; 0.2-0.4 for small
+      networks). Python float.
+
+  Returns:
+    `step(state, batch, key) -> (state, metrics)`.
+
+  Raises:
+    ValueError: `alpha <= 0`.
+  """
+  _check_alpha(alpha)
+
+  def step(state: TrainState, batch: Batch, key: jax.Array):
+    x, y = batch["x"], batch["y"]
+    key = jax.random.fold_in(key, state.step)
+    mix = draw_mix(key, x.shape[0], alpha)
+    state, _, metrics = _update(state, x, y, jnp.zeros_like(x), mix=mix)
+    return state, metrics
+
+  return step
+
+
+def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
+             norm: str = "linf", random_start: bool = True,
+             loop: Optional[str] = None) -> StepFn:
+  """Interpolated adversarial training (Lamb, Verma, Kannala & Bengio, 2019).
+
+  Per step: PGD (`steps` steps, eps and step size from `state.attack_params`,
+  pixel units) on the clean batch against the current parameters, then ONE
+  update on the concatenation [clean batch, adversarial batch], each half
+  mixed with its own `lam ~ Beta(alpha, alpha)` and permutation; the clean
+  mixup loss has weight `1 - adv_ratio` and the adversarial one `adv_ratio`.
+  About `steps + 2` forward-backward passes of one batch.
+
+  Args:
+    alpha: mixup Beta parameter.
+    steps: PGD steps for the adversarial half (10 in the paper), static.
+    adv_ratio: weight of the adversarial mixup loss, in [0, 1] (0.5 = 1:1).
+    norm: "linf" or "l2".
+    random_start: PGD's uniform random start.
+    loop: attack loop form ("unroll", "fori", None = backend default).
+
+  Returns:
+    `step(state, batch, key) -> (state, metrics)`.
+
+  Raises:
+    ValueError: `alpha <= 0` or `adv_ratio` outside [0, 1].
+  """
+  _check_alpha(alpha)
+  if not 0.0 <= adv_ratio <= 1.0:
+    raise ValueError(f"`adv_ratio` must be in [0, 1]; got {adv_ratio}.")
+
+  def step(state: TrainState, batch: Batch, key: jax.Array):
+    x, y = batch["x"], batch["y"]
+    key = jax.random.fold_in(key, state.step)
+    k_pgd, k_clean, k_adv = jax.random.split(key, 3)
+    eps, step_size = current_attack_params(state)
+    x_adv = attacks.pgd(_attack_loss_fn(state), x, y, k_pgd, eps=eps,
+                        step_size=step_size, steps=steps, norm=norm,
+                        random_start=random_start, loop=loop)
+    delta = jax.lax.stop_gradient(x_adv - x)
+    b = x.shape[0]
+    clean, adv = draw_mix(k_clean, b, alpha), draw_mix(k_adv, b, alpha)
+    # One mix over the doubled batch: each half pairs only within itself.
+    mix = Mix(lam=jnp.concatenate([jnp.full((b,), clean.lam),
+                                   jnp.full((b,), adv.lam)]),
+              perm=jnp.concatenate([clean.perm, adv.perm + b]))
+    weights = 2.0 * jnp.concatenate([jnp.full((b,), 1.0 - adv_ratio),
+                                     jnp.full((b,), adv_ratio)])
+    state, _, metrics = _update(
+        state, jnp.concatenate([x, x]), jnp.concatenate([y, y]),
+        jnp.concatenate([jnp.zeros_like(x), delta]), mix=mix, weights=weights)
+    return state, metrics
+
+  return step
+
+
+def _bcast(lam: jax.Array, ndim: int) -> jax.Array:
+  """Per-example lam [B] -> [B, 1, ..., 1] for the inputs (rank `ndim`)."""
+  return lam.reshape(lam.shape + (1,) * (ndim - 1))

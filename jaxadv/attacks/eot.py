@@ -1,0 +1,88 @@
+"""PGD with Expectation over Transformation, for randomized defences.
+
+Athalye, Engstrom, Ilyas & Kwok (ICML 2018), "Synthesizing Robust Adversarial
+Examples"; and Athalye, Carlini & Wagner (ICML 2018) for its use against
+randomized defences. At every step the gradient of the loss is averaged over
+`eot_samples` fresh draws of the defence's randomness, so the attack ascends
+the expected loss rather than one random realisation of it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv import _checks
+from jaxadv.attacks import _common
+from jaxadv.attacks import _loop
+from jaxadv.attacks import _projections
+
+# (x [B, ...], y [B], key) -> per-example loss [B]; `key` drives the
+# randomness of the defence (e.g. Mixup Inference's partners).
+KeyedLossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def _expected_loss_grad(loss_fn: KeyedLossFn, x, y, delta, key, eot_samples,
+                        targeted):
+  """Mean over `eot_samples` keys of the input gradient (ascent direction)."""
+  keys = jax.random.split(key, eot_samples)
+  sign = -1.0 if targeted else 1.0
+
+  def total(d, k):
+    return sign * jnp.sum(loss_fn(x + d, y, k))
+
+  grads = jax.vmap(jax.grad(total), in_axes=(None, 0))(delta, keys)
+  return jnp.mean(grads, axis=0)
+
+
+def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
+            *, eps, step_size, steps: int, eot_samples: int = 1,
+            norm: str = "linf", random_start: bool = True,
+            targeted: bool = False, loop: Optional[str] = None) -> jax.Array:
+  """PGD whose every step averages gradients over the defence's randomness.
+
+  Step t uses `eot_samples` fresh keys split from `fold_in(key, t + 1)` (the
+  draws are vmapped, not looped), then takes a projected steepest-ascent
+  step of size `step_size` and projects onto the eps-ball and the [0, 1] box.
+
+  Args:
+    loss_fn: `(x [B, ...], y [B], key) -> [B]` per-example loss of the
+      randomized defence's output (e.g. cross-entropy of Mixup Inference's
+      averaged softmax; see `jaxadv.defenses.adaptive.probs_loss_fn`).
+    x: float32 [B, ...] clean inputs in [0, 1].
+    y: int [B] labels, or target labels when `targeted`.
+    key: PRNG key (random start and every step's draws).
+    eps, step_size: scalars or [B], pixel units; may be traced.
+    steps: static number of steps (>= 0).
+    eot_samples: static number of randomness draws averaged per step (>= 1).
+    norm: "linf" or "l2".
+    random_start: start uniformly in the eps-ball.
+    targeted: descend the target's loss.
+    loop: "unroll", "fori" or None (backend default).
+
+  Returns:
+    x_adv, same shape as `x`, in the eps-ball around `x` and in [0, 1].
+
+  Raises:
+    ValueError, TypeError: bad inputs (as `jaxadv.attacks.pgd`) or
+      `eot_samples < 1`.
+  """
+  _common.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
+  _checks.check_count(eot_samples, "eot_samples", 1)
+  if random_start:
+    delta = _projections.random_init(jax.random.fold_in(key, 0), x, eps, norm)
+    delta = _projections.clip_box(x, delta)
+  else:
+    delta = jnp.zeros_like(x)
+
+  def body(t, d):
+    g = _expected_loss_grad(loss_fn, x, y, d, jax.random.fold_in(key, t + 1),
+                            eot_samples, targeted)
+    d = d + _projections._per_example(step_size, x.ndim) * (
+        _projections.normalize(g, norm))
+    d = _projections.project(d, eps, norm)
+    return _projections.clip_box(x, d)
+
+  return x + _loop.run_loop(steps, body, delta, loop)

@@ -1,0 +1,110 @@
+"""Adaptive attacks on randomized inference-time defences.
+
+Two adaptive attacks against Mixup Inference (and the input-transformation
+baselines):
+
+* **EOT-PGD** (honest): `jaxadv.attacks.eot_pgd` on the loss of the
+  defence's own output, e.g. `-log MI(x)_y`, averaging the gradient over
+  fresh draws of the defence's randomness at every step (Athalye et al.,
+  2018). Build its loss with `probs_loss_fn(defense_fn)`.
+* **Average of perturbations over mixed inputs** (the "adaptive attack" of
+  Pang, Xu & Zhu, ICLR 2020, Sec. 4): run PGD on the base model at
+  `lam * x + (1 - lam) * x_s` for `num_partners` fixed partners `x_s`, and
+  take the mean of the resulting perturbations. Reported for comparison: it
+  never averages gradients over the randomness, so it is a weaker attack.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv import _checks
+from jaxadv import losses
+from jaxadv.attacks import _projections
+from jaxadv import attacks
+from jaxadv.defenses import mixup_inference as mi
+
+# (x [B, ...], key) -> probabilities [B, C] of a randomized defence.
+DefenseFn = Callable[[jax.Array, jax.Array], jax.Array]
+LOSSES = ("ce", "cw")
+_TINY = 1e-12
+
+
+def probs_loss_fn(defense_fn: DefenseFn, loss: str = "ce"):
+  """The per-example loss of a randomized defence's output, for EOT attacks.
+
+  Args:
+    defense_fn: `(x [B, ...], key) -> probs [B, C]`, e.g.
+      `lambda x, k: mi_ol(logits_fn, x, pool, k).probs`.
+    loss: "ce" (`-log p_y`) or "cw" (the margin of log-probabilities,
+      `max_{j != y} log p_j - log p_y`).
+
+  Returns:
+    `loss_fn(x, y, key) -> [B]`, to pass to `jaxadv.attacks.eot_pgd`.
+
+  Raises:
+    ValueError: unknown `loss`.
+  """
+  _checks.check_choice(loss, "loss", LOSSES)
+
+  def loss_fn(x, y, key):
+    log_probs = jnp.log(defense_fn(x, key) + _TINY)
+    if loss == "ce":
+      return -jnp.take_along_axis(log_probs, y[:, None], axis=-1)[:, 0]
+    return losses.cw_margin(log_probs, y)
+
+  return loss_fn
+
+
+def mi_average_perturbation_pgd(
+    logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array,
+    pool: mi.SamplePool, key: jax.Array, *, lam, eps, step_size, steps: int,
+    num_partners: int = 10, partners: str = "ol", norm: str = "linf",
+    targeted: bool = False, loop: Optional[str] = None) -> jax.Array:
+  """The adaptive attack of Pang, Xu & Zhu (ICLR 2020) on Mixup Inference.
+
+  Partners `x_s_1..n` are drawn once (from the clean prediction's class for
+  "pl", other classes for "ol"); PGD is run on the base model's loss at
+  `lam * x' + (1 - lam) * x_s_i` for each i (vmapped), and the final
+  perturbation is the mean of the n perturbations (inside the ball by
+  convexity, projected again for safety).
+
+  Args:
+    logits_fn: the base model, `x [B, ...] -> logits [B, C]`.
+    x: float32 [B, ...] clean inputs in [0, 1].
+    y: int [B] labels (targets when `targeted`).
+    pool: the MI sample pool.
+    key: PRNG key (partners and PGD random starts).
+    lam: the MI mixing weight the attack assumes, in [0, 1].
+    eps, step_size: pixel units, may be traced.
+    steps: PGD steps per partner (static).
+    num_partners: n, static.
+    partners: "pl" or "ol".
+    norm: "linf" or "l2".
+    targeted: descend the target's loss.
+    loop: PGD loop form.
+
+  Returns:
+    x_adv in the eps-ball around `x` and in [0, 1].
+
+  Raises:
+    ValueError, TypeError: bad inputs.
+  """
+  _checks.check_count(num_partners, "num_partners", 1)
+  k_partners, k_pgd = jax.random.split(key)
+  y_hat = jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
+  x_s = mi.draw_partners(pool, y_hat, k_partners, num_samples=num_partners,
+                         partners=partners)
+
+  def one(x_s_i, k):
+    loss_i = losses.make_loss_fn(
+        lambda xa: logits_fn(lam * xa + (1.0 - lam) * x_s_i), "ce")
+    return attacks.pgd(loss_i, x, y, k, eps=eps, step_size=step_size,
+                    steps=steps, norm=norm, targeted=targeted, loop=loop) - x
+
+  deltas = jax.vmap(one)(x_s, jax.random.split(k_pgd, num_partners))
+  delta = _projections.project(jnp.mean(deltas, axis=0), eps, norm)
+  return x + _projections.clip_box(x, delta)

@@ -1,0 +1,207 @@
+"""Randomized input-transformation defences, the baselines of Mixup Inference.
+
+Each transform is written for ONE image [H, W, C] and one key, then batched
+with `jax.vmap`; `randomized_inference` averages the model's softmax over
+`num_samples` random draws (50 in Pang et al., 2020), with the draws evaluated
+as one vmapped forward of N x B images. Geometric transforms use dm-pix
+(rotation) and `jax.image.scale_and_translate` (resizing with a traced size
+and offset), not hand-written interpolation.
+
+* `gaussian_noise`: x + N(0, sigma^2), sigma 0.05, clipped to [0, 1].
+* `random_rotation`: uniform angle in [-20, 20] degrees (bilinear, zero fill).
+* `random_resize_pad` (Xie, Wang, Zhang, Ren & Yuille, ICLR 2018): resize to
+  a random size r in [min_size, H] and zero-pad back to H x W at a random
+  offset (24-32 px on 32-px CIFAR images; the same fractions on MNIST).
+* `random_crop_resize` (Guo, Rana, Cisse & van der Maaten, ICLR 2018): crop a
+  random r x r window (r in [min_size, H]) and resize it back to H x W.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+
+from jaxadv import _checks
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+Transform = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _check_image(image: jax.Array) -> None:
+  if image.ndim != 3:
+    raise ValueError(f"`image` must be one image [H, W, C]; got shape "
+                     f"{image.shape}.")
+
+
+def gaussian_noise(image: jax.Array, key: jax.Array, *,
+                   sigma: float = 0.05) -> jax.Array:
+  """Adds N(0, sigma^2) noise to one image and clips to [0, 1].
+
+  Args:
+    image: float32 [H, W, C] (any shape works), pixels in [0, 1].
+    key: PRNG key.
+    sigma: noise standard deviation, pixel units.
+
+  Returns:
+    float32, same shape as `image`, in [0, 1].
+  """
+  noise = sigma * jax.random.normal(key, image.shape, image.dtype)
+  return jnp.clip(image + noise, 0.0, 1.0)
+
+
+def random_rotation(image: jax.Array, key: jax.Array, *,
+                    max_degrees: float = 20.0) -> jax.Array:
+  """Rotates one image by a uniform angle in [-max_degrees, max_degrees].
+
+  Bilinear interpolation (dm-pix `rotate`), zeros outside the image.
+
+  Args:
+    image: float32 [H, W, C] in [0, 1].
+    key: PRNG key.
+    max_degrees: the largest rotation, degrees.
+
+  Returns:
+    float32 [H, W, C] in [0, 1].
+  """
+  _check_image(image)
+  angle = jnp.deg2rad(jax.random.uniform(key, (), minval=-max_degrees,
+                                         maxval=max_degrees))
+  out = dm_pix.rotate(image, angle, order=1, mode="constant", cval=0.0)
+  return jnp.clip(out, 0.0, 1.0)
+
+
+def _random_size(key: jax.Array, size: int, min_fraction: float) -> jax.Array:
+  lo = max(1, int(round(min_fraction * size)))
+  return jax.random.randint(key, (), lo, size + 1).astype(jnp.float32)
+
+
+def _scale_translate(image, scale, translation):
+  out = jax.image.scale_and_translate(
+      image, image.shape, (0, 1), jnp.stack([scale, scale]), translation,
+      method="linear", antialias=True)
+  return jnp.clip(out, 0.0, 1.0)
+
+
+def random_resize_pad(image: jax.Array, key: jax.Array, *,
+                      min_fraction: float = 0.75) -> jax.Array:
+  """Xie et al. (ICLR 2018): random resize, then random zero padding.
+
+  The image is resized to r x r pixels, r uniform in
+  [round(min_fraction * H), H] (24-32 on CIFAR-10, 21-28 on MNIST), and
+  placed at a uniform integer offset in an H x W zero canvas.
+
+  Args:
+    image: float32 [H, W, C] in [0, 1], square.
+    key: PRNG key.
+    min_fraction: the smallest size as a fraction of H.
+
+  Returns:
+    float32 [H, W, C] in [0, 1].
+  """
+  _check_image(image)
+  h = image.shape[0]
+  k_size, k_y, k_x = jax.random.split(key, 3)
+  r = _random_size(k_size, h, min_fraction)
+  room = h - r
+  offset = jnp.stack([jnp.floor(jax.random.uniform(k_y) * (room + 1)),
+                      jnp.floor(jax.random.uniform(k_x) * (room + 1))])
+  return _scale_translate(image, r / h, offset)
+
+
+def random_crop_resize(image: jax.Array, key: jax.Array, *,
+                       min_fraction: float = 0.75) -> jax.Array:
+  """Guo et al. (ICLR 2018): random crop, resized back to full size.
+
+  Crops an r x r window, r uniform in [round(min_fraction * H), H], at a
+  uniform integer offset, and resizes it to H x W (bilinear, antialiased).
+
+  Args:
+    image: float32 [H, W, C] in [0, 1], square.
+    key: PRNG key.
+    min_fraction: the smallest crop as a fraction of H.
+
+  Returns:
+    float32 [H, W, C] in [0, 1].
+  """
+  _check_image(image)
+  h = image.shape[0]
+  k_size, k_y, k_x = jax.random.split(key, 3)
+  r = _random_size(k_size, h, min_fraction)
+  room = h - r
+  offset = jnp.stack([jnp.floor(jax.random.uniform(k_y) * (room + 1)),
+                      jnp.floor(jax.random.uniform(k_x) * (room + 1))])
+  scale = h / r
+  return _scale_translate(image, scale, -offset * scale)
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "gaussian": gaussian_noise,
+    "rotation": random_rotation,
+    "xie": random_resize_pad,
+    "guo": random_crop_resize,
+}
+
+
+def transform_batch(transform: Transform, x: jax.Array, key: jax.Array,
+                    num_samples: int) -> jax.Array:
+  """`num_samples` independent random transforms of every image.
+
+  Args:
+    transform: `(image [H, W, C], key) -> image`.
+    x: float32 [B, H, W, C].
+    key: PRNG key; sample n of example b uses its own split key.
+    num_samples: N, static.
+
+  Returns:
+    float32 [N, B, H, W, C].
+  """
+  keys = jax.random.split(key, num_samples * x.shape[0]).reshape(
+      (num_samples, x.shape[0]) + key.shape)
+  per_sample = jax.vmap(transform)               # over the batch
+  return jax.vmap(per_sample, in_axes=(None, 0))(x, keys)  # over samples
+
+
+def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
+                         *, transform: str | Transform = "gaussian",
+                         num_samples: int = 50,
+                         chunk_size: Optional[int] = None,
+                         **transform_kwargs) -> jax.Array:
+  """Averages softmax over random input transformations (the MI baselines).
+
+  Args:
+    logits_fn: `x [B, H, W, C] -> logits [B, C]`.
+    x: float32 [B, H, W, C] in [0, 1].
+    key: PRNG key.
+    transform: "gaussian", "rotation", "xie", "guo", or a callable
+      `(image [H, W, C], key) -> image`.
+    num_samples: N random draws per input (50 in Pang et al., 2020), static.
+    chunk_size: evaluate the draws `chunk_size` at a time (static; None: all
+      N x B in one vmapped forward).
+    **transform_kwargs: keyword arguments of the named transform
+      (e.g. `sigma=0.05`, `max_degrees=20.0`, `min_fraction=0.75`).
+
+  Returns:
+    float32 [B, C]: the softmax averaged over the draws (rows sum to 1).
+
+  Raises:
+    ValueError, TypeError: bad `x`, unknown `transform`, `num_samples < 1`.
+  """
+  _checks.check_images(x, "x")
+  _checks.check_image_batch_static(x, "x", rank=4)
+  _checks.check_count(num_samples, "num_samples", 1)
+  if isinstance(transform, str):
+    _checks.check_choice(transform, "transform", tuple(TRANSFORMS))
+    transform = TRANSFORMS[transform]
+  if transform_kwargs:
+    transform = functools.partial(transform, **transform_kwargs)
+  x_t = transform_batch(transform, x, key, num_samples)
+  probs_fn = lambda xt: jax.nn.softmax(logits_fn(xt), axis=-1)
+  if chunk_size is None or chunk_size >= num_samples:
+    probs = jax.vmap(probs_fn)(x_t)
+  else:
+    probs = jax.lax.map(probs_fn, x_t, batch_size=chunk_size)
+  return jnp.mean(probs, axis=0)
