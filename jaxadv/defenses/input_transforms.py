@@ -2,8 +2,8 @@
 
 Each transform is written for ONE image [H, W, C] and one key, then batched
 with `jax.vmap`; `randomized_inference` averages the model's softmax over
-`num_samples` random draws (50 in Pang et al., 2020), with the draws evaluated
-as one vmapped forward of N x B images. Geometric transforms use dm-pix
+`num_samples` random draws (50 in Pang et al., 2020), evaluated like Mixup
+Inference's copies (vmapped, or chunked per backend). Geometric transforms use dm-pix
 (rotation) and `jax.image.scale_and_translate` (resizing with a traced size
 and offset), not hand-written interpolation.
 
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxadv import _checks
+from jaxadv.defenses import mixup_inference
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
@@ -153,22 +154,26 @@ def transform_batch(transform: Transform, x: jax.Array, key: jax.Array,
   Args:
     transform: `(image [H, W, C], key) -> image`.
     x: float32 [B, H, W, C].
-    key: PRNG key; sample n of example b uses its own split key.
+    key: PRNG key; sample n uses `split(key, N)[n]`, split again per example.
     num_samples: N, static.
 
   Returns:
     float32 [N, B, H, W, C].
   """
-  keys = jax.random.split(key, num_samples * x.shape[0]).reshape(
-      (num_samples, x.shape[0]) + key.shape)
-  per_sample = jax.vmap(transform)               # over the batch
-  return jax.vmap(per_sample, in_axes=(None, 0))(x, keys)  # over samples
+  keys = jax.random.split(key, num_samples)
+  return jax.vmap(lambda k: _transform_one_sample(transform, x, k))(keys)
+
+
+def _transform_one_sample(transform: Transform, x: jax.Array,
+                          key: jax.Array) -> jax.Array:
+  """One random transform of every image of the batch, [B, H, W, C]."""
+  return jax.vmap(transform)(x, jax.random.split(key, x.shape[0]))
 
 
 def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
                          *, transform: str | Transform = "gaussian",
                          num_samples: int = 50,
-                         chunk_size: Optional[int] = None,
+                         chunk_size: Optional[int] | str = "auto",
                          **transform_kwargs) -> jax.Array:
   """Averages softmax over random input transformations (the MI baselines).
 
@@ -180,7 +185,8 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
       `(image [H, W, C], key) -> image`.
     num_samples: N random draws per input (50 in Pang et al., 2020), static.
     chunk_size: evaluate the draws `chunk_size` at a time (static; None: all
-      N x B in one vmapped forward).
+      N x B in one vmapped forward; "auto": per backend, see
+      `jaxadv.defenses.mixup_inference.default_chunk_size`).
     **transform_kwargs: keyword arguments of the named transform
       (e.g. `sigma=0.05`, `max_degrees=20.0`, `min_fraction=0.75`).
 
@@ -198,10 +204,13 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
     transform = TRANSFORMS[transform]
   if transform_kwargs:
     transform = functools.partial(transform, **transform_kwargs)
-  x_t = transform_batch(transform, x, key, num_samples)
-  probs_fn = lambda xt: jax.nn.softmax(logits_fn(xt), axis=-1)
-  if chunk_size is None or chunk_size >= num_samples:
-    probs = jax.vmap(probs_fn)(x_t)
-  else:
-    probs = jax.lax.map(probs_fn, x_t, batch_size=chunk_size)
+  if chunk_size not in (None, "auto"):
+    _checks.check_count(chunk_size, "chunk_size", 1)
+
+  def one_sample(k):  # transform and forward fused per draw
+    return jax.nn.softmax(logits_fn(_transform_one_sample(transform, x, k)),
+                          axis=-1)
+
+  probs = mixup_inference.map_samples(
+      one_sample, jax.random.split(key, num_samples), chunk_size)
   return jnp.mean(probs, axis=0)

@@ -12,9 +12,10 @@ training images `x_s` drawn from a sample pool:
 * MI-Combined: MI-PL first; its detection gap `max F(x) - max MI_PL(x)`
   decides (threshold 0.2) between the MI-PL output and MI-OL.
 
-The N x B mixed inputs are built with one gather and evaluated with
-`jax.vmap` over N (one batched forward of N x B images, or chunks of
-`chunk_size` samples through `jax.lax.map` when memory needs it). Partners are
+The N mixed copies are evaluated with `jax.vmap` over N (one batched forward
+of N x B images; the default on GPU/TPU), or `chunk_size` copies at a time
+through `jax.lax.map` (the measured default on CPU, and the way to bound
+memory). Partners are
 drawn independently for every example and sample. Everything is a pure
 function of an explicit PRNG key; `lam` may be traced (sweeping it does not
 recompile), `num_samples` and `chunk_size` are static.
@@ -139,9 +140,45 @@ def _check_lam(lam, name: str = "lam") -> None:
       raise ValueError(f"`{name}` must be in [0, 1]; got {lam}.")
 
 
+def default_chunk_size(backend: Optional[str] = None) -> Optional[int]:
+  """How many mixed copies to evaluate at once by default on `backend`.
+
+  Measured on XLA:CPU (2 cores, fast-AT MNIST net, batch 500, N = 30): one
+  vmapped forward of all N x B images runs ~1.5x slower than N forwards of B
+  images (the activations of 15,000 images fall out of cache), while a
+  `lax.map` over the N copies matches N separate forwards. On GPU/TPU the
+  single N x B batch keeps the device busy, so it is the default there.
+  (`experiments/benchmark_mi.py` measures it.)
+  """
+  backend = backend or jax.default_backend()
+  return 1 if backend == "cpu" else None
+
+
+def _draw_one(pool: SamplePool, y_hat: jax.Array, key: jax.Array,
+              partners: str) -> jax.Array:
+  """One partner per example: [B, ...]."""
+  c, k = pool.num_classes, pool.per_class
+  k_cls, k_idx = jax.random.split(key)
+  idx = jax.random.randint(k_idx, y_hat.shape, 0, k)
+  if partners == "pl":
+    cls = y_hat
+  else:
+    cls = (y_hat + jax.random.randint(k_cls, y_hat.shape, 1, c)) % c
+  return pool.images[cls, idx]
+
+
+def _check_partners(pool: SamplePool, partners: str) -> None:
+  _checks.check_choice(partners, "partners", PARTNERS)
+  if partners == "ol" and pool.num_classes < 2:
+    raise ValueError("MI-OL needs at least 2 classes in `pool`.")
+
+
 def draw_partners(pool: SamplePool, y_hat: jax.Array, key: jax.Array, *,
                   num_samples: int, partners: str) -> jax.Array:
   """Draws `num_samples` partners per example from the pool.
+
+  Sample n uses `jax.random.split(key, num_samples)[n]`: the same draws
+  `mixup_inference` makes with that key, however it chunks the copies.
 
   Args:
     pool: the `SamplePool` [C, K, ...].
@@ -153,36 +190,42 @@ def draw_partners(pool: SamplePool, y_hat: jax.Array, key: jax.Array, *,
 
   Returns:
     float32 [N, B, ...] partner images.
+
+  Raises:
+    ValueError: unknown `partners`, or "ol" with a one-class pool.
   """
-  _checks.check_choice(partners, "partners", PARTNERS)
-  c, k = pool.num_classes, pool.per_class
-  shape = (num_samples,) + y_hat.shape
-  k_cls, k_idx = jax.random.split(key)
-  idx = jax.random.randint(k_idx, shape, 0, k)
-  if partners == "pl":
-    cls = jnp.broadcast_to(y_hat, shape)
-  else:
-    if c < 2:
-      raise ValueError("MI-OL needs at least 2 classes in `pool`.")
-    cls = (y_hat + jax.random.randint(k_cls, shape, 1, c)) % c
-  return pool.images[cls, idx]
+  _check_partners(pool, partners)
+  keys = jax.random.split(key, num_samples)
+  return jax.vmap(lambda k: _draw_one(pool, y_hat, k, partners))(keys)
 
 
-def _mean_softmax(logits_fn: LogitsFn, x_mix: jax.Array,
-                  chunk_size: Optional[int]) -> jax.Array:
-  """Mean over the leading N axis of softmax(logits_fn(x_mix[n]))."""
-  probs_fn = lambda xm: jax.nn.softmax(logits_fn(xm), axis=-1)
-  if chunk_size is None or chunk_size >= x_mix.shape[0]:
-    probs = jax.vmap(probs_fn)(x_mix)
-  else:
-    probs = jax.lax.map(probs_fn, x_mix, batch_size=chunk_size)
-  return jnp.mean(probs, axis=0)
+def map_samples(fn: Callable[[jax.Array], jax.Array], keys: jax.Array,
+                chunk_size: Optional[int] | str = "auto") -> jax.Array:
+  """`fn(key) -> [B, C]` over N keys: vmapped, or `chunk_size` at a time.
+
+  Args:
+    fn: one random copy's output (e.g. its softmax).
+    keys: [N] PRNG keys.
+    chunk_size: None (one vmapped call over all N), an int >= 1 (sequential
+      steps of `chunk_size` vmapped copies), or "auto"
+      (`default_chunk_size()`).
+
+  Returns:
+    The stacked outputs, [N, B, C].
+  """
+  if chunk_size == "auto":
+    chunk_size = default_chunk_size()
+  if chunk_size is None or chunk_size >= keys.shape[0]:
+    return jax.vmap(fn)(keys)
+  if chunk_size == 1:
+    return jax.lax.map(fn, keys)
+  return jax.lax.map(fn, keys, batch_size=chunk_size)
 
 
 def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
                     key: jax.Array, *, lam=0.5, num_samples: int = 30,
                     partners: str = "ol",
-                    chunk_size: Optional[int] = None) -> MIOutput:
+                    chunk_size: Optional[int] | str = "auto") -> MIOutput:
   """Mixup Inference with partners from the predicted or the other classes.
 
   Pang, Xu & Zhu, "Mixup Inference: Better Exploiting Mixup to Defend
@@ -198,8 +241,10 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
       `lam = 1` gives back the base model's softmax.
     num_samples: N, the number of mixed copies per input (static, >= 1).
     partners: "pl" (MI-PL: class y_hat) or "ol" (MI-OL: other classes).
-    chunk_size: evaluate the N copies `chunk_size` at a time (static); None
-      evaluates all N x B in one vmapped forward.
+    chunk_size: evaluate the N copies `chunk_size` at a time (static): None
+      evaluates all N x B in one vmapped forward, "auto" picks per backend
+      (`default_chunk_size`: 1 on CPU, None on GPU/TPU). The output does
+      not depend on it (same draws, up to float summation order).
 
   Returns:
     `MIOutput(probs [B, C], gap [B], y_hat [B])`; the MI prediction is
@@ -211,25 +256,29 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
   """
   _checks.check_images(x, "x")
   _checks.check_count(num_samples, "num_samples", 1)
-  if chunk_size is not None:
+  if chunk_size not in (None, "auto"):
     _checks.check_count(chunk_size, "chunk_size", 1)
   _checks.check_choice(partners, "partners", PARTNERS)
   _check_lam(lam)
   logits = logits_fn(x)
   _check_pool(pool, x, logits.shape[-1])
+  _check_partners(pool, partners)
   probs_x = jax.nn.softmax(logits, axis=-1)
   y_hat = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  x_s = draw_partners(pool, y_hat, key, num_samples=num_samples,
-                      partners=partners)
-  x_mix = lam * x[None] + (1.0 - lam) * x_s
-  probs = _mean_softmax(logits_fn, x_mix, chunk_size)
+
+  def one_copy(k):  # the partner draw is fused with its forward pass
+    x_mix = lam * x + (1.0 - lam) * _draw_one(pool, y_hat, k, partners)
+    return jax.nn.softmax(logits_fn(x_mix), axis=-1)
+
+  probs = jnp.mean(map_samples(one_copy, jax.random.split(key, num_samples),
+                               chunk_size), axis=0)
   gap = jnp.max(probs_x, -1) - jnp.max(probs, -1)
   return MIOutput(probs=probs, gap=gap, y_hat=y_hat)
 
 
 def mi_pl(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
           key: jax.Array, *, lam=0.5, num_samples: int = 10,
-          chunk_size: Optional[int] = None) -> MIOutput:
+          chunk_size: Optional[int] | str = "auto") -> MIOutput:
   """MI-PL: Mixup Inference with partners of the predicted label.
 
   Pang, Xu & Zhu (ICLR 2020). Defaults: lam 0.5, N 10 (pool of 1,000).
@@ -243,7 +292,7 @@ def mi_pl(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
 
 def mi_ol(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
           key: jax.Array, *, lam=0.5, num_samples: int = 30,
-          chunk_size: Optional[int] = None) -> MIOutput:
+          chunk_size: Optional[int] | str = "auto") -> MIOutput:
   """MI-OL: Mixup Inference with partners of the other labels.
 
   Pang, Xu & Zhu (ICLR 2020). Defaults: lam 0.5 (0.6 for IAT models), N 30
@@ -258,7 +307,7 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
                 key: jax.Array, *, pool_ol: Optional[SamplePool] = None,
                 lam_pl=0.5, lam_ol=0.5, threshold=0.2,
                 num_samples_pl: int = 5, num_samples_ol: int = 15,
-                chunk_size: Optional[int] = None) -> MIOutput:
+                chunk_size: Optional[int] | str = "auto") -> MIOutput:
   """MI-Combined: MI-PL as a detector, MI-OL on the inputs it flags.
 
   Pang, Xu & Zhu (ICLR 2020). Computes MI-PL and its detection gap

@@ -1,0 +1,98 @@
+"""Shared defaults of the Mixup Inference experiments (mi_*.py variants).
+
+Not a runnable config by itself: `mi_mnist.py`, `mi_fashion_mnist.py` and
+`mi_cifar10.py` start from `base_config()` and override the dataset, model
+and budgets.
+"""
+
+import ml_collections
+
+
+def _model(**kwargs) -> ml_collections.ConfigDict:
+  base = dict(step="mixup", alpha=1.0, epochs=6.0, optimizer="adam",
+              schedule="cyclic", learning_rate=5e-3, weight_decay=0.0,
+              eps=0.0, step_size=0.0, steps=0, adv_ratio=0.5,
+              eps_ramp_epochs=0.0, mi_ol_lam=0.5)
+  base.update(kwargs)
+  return ml_collections.ConfigDict(base)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """MNIST-sized defaults; Pang et al. (2020) for the defences."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.dataset = "mnist"
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.model = "fast_at_mnist"
+  config.batch_size = 128
+  config.train_limit = ml_collections.config_dict.placeholder(int)
+  config.checkpoint_every = 500
+  config.progress = True
+
+  # Trained models: mixup (Zhang et al., 2018, alpha 1) and interpolated AT
+  # (Lamb et al., 2019: mixup on clean and PGD inputs, 1:1). MI-OL uses lam
+  # 0.5 on mixup models and 0.6 on IAT models (Pang et al., 2020).
+  config.models = ("mixup", "iat")
+  config.mixup = _model(step="mixup", epochs=6.0)
+  config.iat = _model(step="iat", epochs=6.0, eps=0.1, step_size=0.025,
+                      steps=10, eps_ramp_epochs=1.0, mi_ol_lam=0.6)
+
+  # Defences, Pang et al. (2020) Sec. 4 / Appendix.
+  config.defenses = ("none", "gaussian", "rotation", "xie", "guo", "mi_pl",
+                     "mi_ol", "mi_combined")
+  config.baselines = ml_collections.ConfigDict(dict(
+      num_samples=50, sigma=0.05, max_degrees=20.0, min_fraction=0.75))
+  config.mi = ml_collections.ConfigDict(dict(
+      pl_pool_size=1000, ol_pool_size=10000, pl_lam=0.5, pl_num_samples=10,
+      ol_num_samples=30, combined_lam_pl=0.5, combined_lam_ol=0.5,
+      combined_threshold=0.2, combined_num_samples_pl=5,
+      combined_num_samples_ol=15,
+      # Copies evaluated at once: -1 = per backend (jaxadv default: one at a
+      # time on CPU, all N x B on GPU/TPU), 0 = all, k = chunks of k.
+      chunk_size=-1))
+
+  # Attacks. eps in pixel units; step size = step_size_factor * eps (2/255
+  # at 8/255 on CIFAR = 1/4). The main table runs every (targeted, steps) at
+  # `eps`; the sweep runs untargeted PGD-`sweep_steps` at every `sweep_eps`.
+  config.eval = ml_collections.ConfigDict(dict(
+      num_examples=500, clean_examples=10000, batch_size=500,
+      eps=0.05, steps=(10, 50, 200), targeted=(False, True),
+      sweep_eps=(0.02, 0.05, 0.1, 0.2, 0.3), sweep_steps=10,
+      step_size_factor=0.25))
+  # Adaptive attacks. EOT-PGD draws `eot_samples` fresh copies of the
+  # defence's randomness per step, each with at most `max_samples` of the
+  # defence's own draws (mixed copies / transforms), and uses the rolled loop
+  # (200-step EOT graphs are too large to unroll). The paper's own adaptive
+  # attack averages `num_partners` PGD perturbations on mixed inputs.
+  config.adaptive = ml_collections.ConfigDict(dict(
+      eot_samples=1, max_samples=8, loop="fori", paper_num_partners=5,
+      paper_steps=(10, 50)))
+  # The analysis of Pang et al.: accuracy and F_y / F_y_hat against lam.
+  config.analysis = ml_collections.ConfigDict(dict(
+      lams=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), num_examples=500))
+  return config
+
+
+def make_quick(config: ml_collections.ConfigDict) -> None:
+  """Shrinks a config in place for a smoke run (< 5 minutes on 2 CPU cores)."""
+  config.train_limit = 4000
+  config.mixup.epochs = 2.0
+  config.iat.epochs = 1.0
+  config.iat.steps = 3
+  config.iat.eps_ramp_epochs = 0.0
+  config.baselines.num_samples = 8
+  config.mi.pl_pool_size = 200
+  config.mi.ol_pool_size = 1000
+  config.mi.ol_num_samples = 10
+  config.eval.num_examples = 100
+  config.eval.clean_examples = 200
+  config.eval.batch_size = 100
+  config.eval.steps = (10,)
+  config.eval.targeted = (False, True)
+  config.eval.sweep_eps = (0.05,)
+  config.adaptive.max_samples = 4
+  config.adaptive.paper_num_partners = 2
+  config.adaptive.paper_steps = (10,)
+  config.analysis.lams = (0.4, 0.6, 0.8, 1.0)
+  config.analysis.num_examples = 100
