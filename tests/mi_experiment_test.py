@@ -1,0 +1,92 @@
+"""A tiny real-data run of the Mixup Inference experiment (quick config, shrunk)."""
+
+import json
+import os
+
+import pytest
+
+from experiments import mixup_inference
+from experiments.configs import mi_mnist
+
+RESULT_KEYS = {"model", "defense", "attack", "targeted", "mode", "steps",
+               "eps", "acc"}
+
+
+def _tiny_config():
+  config = mi_mnist.get_config("quick")
+  config.progress = False
+  config.train_limit = 1000
+  config.mixup.epochs = 0.5
+  config.iat.epochs = 0.25
+  config.iat.steps = 2
+  config.defenses = ("none", "gaussian", "mi_pl", "mi_ol", "mi_combined")
+  config.baselines.num_samples = 3
+  config.mi.pl_pool_size = 100
+  config.mi.ol_pool_size = 200
+  config.mi.pl_num_samples = 3
+  config.mi.ol_num_samples = 4
+  config.mi.combined_num_samples_pl = 2
+  config.mi.combined_num_samples_ol = 3
+  config.eval.num_examples = 20
+  config.eval.clean_examples = 40
+  config.eval.batch_size = 20
+  config.eval.steps = (3,)
+  config.eval.sweep_steps = 3
+  config.eval.sweep_eps = (0.05, 0.1)
+  config.adaptive.max_samples = 2
+  config.adaptive.paper_num_partners = 2
+  config.adaptive.paper_steps = (3,)
+  config.analysis.lams = (0.5, 1.0)
+  config.analysis.num_examples = 20
+  return config
+
+
+def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
+  config = _tiny_config()
+  workdir = str(tmp_path)
+  records = mixup_inference.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  assert saved == records
+  for r in records:
+    assert set(r) == RESULT_KEYS
+    assert r["mode"] in ("oblivious", "adaptive")
+    assert 0.0 <= r["acc"] <= 1.0
+  # Every oblivious attack number has its adaptive counterpart.
+  obl = {(r["model"], r["defense"], r["targeted"], r["steps"], r["eps"])
+         for r in records if r["mode"] == "oblivious" and r["attack"] == "pgd"}
+  adp = {(r["model"], r["defense"], r["targeted"], r["steps"], r["eps"])
+         for r in records if r["mode"] == "adaptive" and r["attack"] in (
+             "pgd", "eot_pgd")}
+  assert obl and obl == adp
+  # 2 models x 5 defences: clean + (untargeted, targeted) PGD-3 at eps 0.05
+  # + the sweep's extra eps 0.1, each oblivious and adaptive, plus the
+  # paper's attack for the 3 MI defences at eps 0.05.
+  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2)
+  clean = [r for r in records if r["attack"] == "none"]
+  assert len(clean) == 10
+  # The undefended mixup model is really attacked.
+  none_clean = next(r["acc"] for r in clean
+                    if r["model"] == "mixup" and r["defense"] == "none")
+  none_pgd = next(r["acc"] for r in records if r["model"] == "mixup" and
+                  r["defense"] == "none" and r["attack"] == "pgd" and
+                  not r["targeted"] and r["eps"] == 0.1)
+  assert none_pgd < none_clean
+  for name in ("acc_vs_lam.png", "probs_vs_lam.png", "acc_vs_eps.png",
+               "results.md", "details.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "details.json")) as f:
+    details = json.load(f)
+  auc = details["analysis"]["mixup"]["detection"]["mi_pl"]["auc_oblivious"]
+  assert 0.0 <= auc <= 1.0
+
+  # Started again: everything is found on disk, nothing is recomputed.
+  again = mixup_inference.train_and_evaluate(config, workdir)
+  assert again == records
+
+
+def test_unknown_defense_is_rejected(tmp_path):
+  config = _tiny_config()
+  config.defenses = ("none", "jpeg")
+  with pytest.raises(ValueError, match="jpeg"):
+    mixup_inference.train_and_evaluate(config, str(tmp_path))
