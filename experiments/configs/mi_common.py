@@ -96,3 +96,9 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.adaptive.paper_steps = (10,)
   config.analysis.lams = (0.4, 0.6, 0.8, 1.0)
   config.analysis.num_examples = 100
+
+
+def make_pgd10(config: ml_collections.ConfigDict) -> None:
+  """The full protocol with PGD-10 only (about a quarter of the attack cost)."""
+  config.eval.steps = (10,)
+  config.adaptive.paper_steps = (10,)
