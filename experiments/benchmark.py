@@ -46,6 +46,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from experiments import benchmark_loop
+from experiments import benchmark_mi
 from experiments import robust_training
 from experiments.configs import robust_mnist
 from jaxadv import attacks
@@ -374,7 +375,8 @@ def to_markdown(res: dict) -> str:
                  f"{r['unroll']['compile_s']:.2f} | "
                  f"{r['fori']['compile_s']:.2f} |")
     out.append(f"\nDefault loop on this backend: {res['default_loop']}.")
-  out += ["", f"Mixup Inference: {res['mixup_inference']}"]
+  if isinstance(res.get("mixup_inference"), dict):
+    out += ["", benchmark_mi.to_markdown(res["mixup_inference"])]
   return "\n".join(out)
 
 
@@ -431,8 +433,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "fori": benchmark_loop.measure(k, "fori", config.loop_batch_size,
                                        config.repeats)})
   res["default_loop"] = attacks.default_loop()
-  res["mixup_inference"] = ("not measured: Mixup Inference is not in jaxadv "
-                            "yet (issue #3).")
+  mc = config.mixup_inference
+  res["mixup_inference"] = benchmark_mi.measure(
+      mc.model, mc.batch_size, mc.num_samples, config.repeats, config.dataset)
+  print(benchmark_mi.to_markdown(res["mixup_inference"]))
   with open(os.path.join(workdir, "benchmark.json"), "w") as f:
     json.dump(res, f, indent=2)
   md = to_markdown(res)

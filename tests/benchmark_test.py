@@ -28,3 +28,16 @@ def test_torch_port_matches_logits(name):
     tl = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
   np.testing.assert_allclose(tl, model.apply({"params": params}, x),
                              atol=1e-5, rtol=1e-5)
+
+
+def test_mi_benchmark_times_the_same_work():
+  """The MI benchmark runs on real data and reports consistent ratios."""
+  from experiments import benchmark_mi
+  r = benchmark_mi.measure("fast_at_mnist", batch_size=20, num_samples=3,
+                           repeats=1)
+  for k in ("mi_ol_s", "mi_ol_vmap_s", "n_forwards_s", "one_big_forward_s",
+            "python_loop_s"):
+    assert r[k] > 0, k
+  np.testing.assert_allclose(r["mi_ol_vs_n_forwards"],
+                             r["mi_ol_s"] / r["n_forwards_s"])
+  assert "MI-OL" in benchmark_mi.to_markdown(r)

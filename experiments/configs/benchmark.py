@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Attack loop form.
   c.loop_steps = (1, 7, 40)
   c.loop_batch_size = 100
+  # Mixup Inference: MI-OL with N copies vs N plain forwards vs a Python loop.
+  c.mixup_inference = ml_collections.ConfigDict(dict(
+      model="fast_at_mnist", batch_size=500, num_samples=30))
 
   if arg == "quick":
     c.models = ("fast_at_mnist",)
@@ -58,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.attack.steps = 10
     c.attack.repeats = 1
     c.loop_steps = (1, 7)
+    c.mixup_inference.batch_size = 100
   elif arg:
     raise ValueError(f"unknown config variant {arg!r}; valid: 'quick'.")
   return c
