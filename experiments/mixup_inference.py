@@ -42,6 +42,7 @@ import numpy as np
 import optax
 import tqdm
 
+from experiments.robust_training import _json_dump
 from jaxadv import attacks
 from jaxadv import data
 from jaxadv import defenses
@@ -67,13 +68,6 @@ OPTIMIZERS = {
     "sgd": lambda lr, c: optax.chain(optax.add_decayed_weights(c.weight_decay),
                                      optax.sgd(lr, momentum=0.9)),
 }
-
-
-def _json_dump(obj: Any, path: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def _json_load(path: str, default: Any) -> Any:

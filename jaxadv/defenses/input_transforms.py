@@ -75,9 +75,17 @@ def random_rotation(image: jax.Array, key: jax.Array, *,
   return jnp.clip(out, 0.0, 1.0)
 
 
-def _random_size(key: jax.Array, size: int, min_fraction: float) -> jax.Array:
+def _random_window(key: jax.Array, size: int,
+                   min_fraction: float) -> tuple[jax.Array, jax.Array]:
+  """A random square window: side r in [min_fraction * size, size] and an
+  integer offset [2] uniform in [0, size - r]."""
+  k_size, k_y, k_x = jax.random.split(key, 3)
   lo = max(1, int(round(min_fraction * size)))
-  return jax.random.randint(key, (), lo, size + 1).astype(jnp.float32)
+  r = jax.random.randint(k_size, (), lo, size + 1).astype(jnp.float32)
+  room = size - r
+  offset = jnp.stack([jnp.floor(jax.random.uniform(k_y) * (room + 1)),
+                      jnp.floor(jax.random.uniform(k_x) * (room + 1))])
+  return r, offset
 
 
 def _scale_translate(image, scale, translation):
@@ -105,11 +113,7 @@ def random_resize_pad(image: jax.Array, key: jax.Array, *,
   """
   _check_image(image)
   h = image.shape[0]
-  k_size, k_y, k_x = jax.random.split(key, 3)
-  r = _random_size(k_size, h, min_fraction)
-  room = h - r
-  offset = jnp.stack([jnp.floor(jax.random.uniform(k_y) * (room + 1)),
-                      jnp.floor(jax.random.uniform(k_x) * (room + 1))])
+  r, offset = _random_window(key, h, min_fraction)
   return _scale_translate(image, r / h, offset)
 
 
@@ -130,11 +134,7 @@ def random_crop_resize(image: jax.Array, key: jax.Array, *,
   """
   _check_image(image)
   h = image.shape[0]
-  k_size, k_y, k_x = jax.random.split(key, 3)
-  r = _random_size(k_size, h, min_fraction)
-  room = h - r
-  offset = jnp.stack([jnp.floor(jax.random.uniform(k_y) * (room + 1)),
-                      jnp.floor(jax.random.uniform(k_x) * (room + 1))])
+  r, offset = _random_window(key, h, min_fraction)
   scale = h / r
   return _scale_translate(image, scale, -offset * scale)
 
