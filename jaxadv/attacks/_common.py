@@ -47,11 +47,24 @@ def input_grad(loss_fn: LossFn, x: jax.Array, y: jax.Array, delta: jax.Array,
   return losses, g
 
 
-def step(loss_fn: LossFn, x, y, delta, *, eps, step_size, norm: str,
-         targeted: bool) -> jax.Array:
-  """One projected steepest-ascent step on `delta` (ball, then box)."""
-  _, g = input_grad(loss_fn, x, y, delta, targeted)
+def start(key: jax.Array, x: jax.Array, eps, norm: str,
+          random_start: bool) -> jax.Array:
+  """The initial `delta`: uniform in the eps-ball (and the box), or zero."""
+  if not random_start:
+    return jnp.zeros_like(x)
+  return _projections.clip_box(x, _projections.random_init(key, x, eps, norm))
+
+
+def ascend(x, delta, g, *, eps, step_size, norm: str) -> jax.Array:
+  """Moves `delta` along the ascent direction `g`, then ball and box."""
   delta = delta + _projections._per_example(step_size, x.ndim) * (
       _projections.normalize(g, norm))
   delta = _projections.project(delta, eps, norm)
   return _projections.clip_box(x, delta)
+
+
+def step(loss_fn: LossFn, x, y, delta, *, eps, step_size, norm: str,
+         targeted: bool) -> jax.Array:
+  """One projected steepest-ascent step on `delta` (ball, then box)."""
+  _, g = input_grad(loss_fn, x, y, delta, targeted)
+  return ascend(x, delta, g, eps=eps, step_size=step_size, norm=norm)

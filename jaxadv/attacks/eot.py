@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from jaxadv import _checks
 from jaxadv.attacks import _common
 from jaxadv.attacks import _loop
-from jaxadv.attacks import _projections
 
 # (x [B, ...], y [B], key) -> per-example loss [B]; `key` drives the
 # randomness of the defence (e.g. Mixup Inference's partners).
@@ -71,18 +70,12 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
   """
   _common.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
   _checks.check_count(eot_samples, "eot_samples", 1)
-  if random_start:
-    delta = _projections.random_init(jax.random.fold_in(key, 0), x, eps, norm)
-    delta = _projections.clip_box(x, delta)
-  else:
-    delta = jnp.zeros_like(x)
+  delta = _common.start(jax.random.fold_in(key, 0), x, eps, norm,
+                        random_start)
 
   def body(t, d):
     g = _expected_loss_grad(loss_fn, x, y, d, jax.random.fold_in(key, t + 1),
                             eot_samples, targeted)
-    d = d + _projections._per_example(step_size, x.ndim) * (
-        _projections.normalize(g, norm))
-    d = _projections.project(d, eps, norm)
-    return _projections.clip_box(x, d)
+    return _common.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
 
   return x + _loop.run_loop(steps, body, delta, loop)

@@ -9,18 +9,13 @@ import jax.numpy as jnp
 
 from jaxadv.attacks import _common
 from jaxadv.attacks import _loop
-from jaxadv.attacks import _projections
 from jaxadv.losses import LossFn
 
 
 def _pgd_run(loss_fn, x, y, key, *, eps, step_size, steps, norm, random_start,
              targeted, loop):
   """One PGD run from one start; returns (delta, final per-example loss)."""
-  if random_start:
-    delta = _projections.random_init(key, x, eps, norm)
-    delta = _projections.clip_box(x, delta)
-  else:
-    delta = jnp.zeros_like(x)
+  delta = _common.start(key, x, eps, norm, random_start)
 
   def body(_, d):
     return _common.step(loss_fn, x, y, d, eps=eps, step_size=step_size,
