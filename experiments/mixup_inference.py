@@ -118,7 +118,9 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
   """The defence `name` as `probs(variables, x, key) -> [B, C]`.
 
   With `max_samples`, every random average uses at most that many draws
-  (used inside the adaptive attacks, where each step re-draws anyway).
+  (used inside the adaptive attacks, where each step re-draws anyway). MI-PL
+  and MI-OL also take an optional traced `lam` overriding their mixing
+  weight (the lam analysis).
   """
   cap = (lambda n: n) if max_samples is None else (
       lambda n: max(1, min(n, max_samples)))
@@ -139,12 +141,12 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
         logits_fn(v), x, key, transform=name,
         num_samples=cap(bc.num_samples), chunk_size=chunk, **kwargs)
   if name == "mi_pl":
-    return lambda v, x, key: defenses.mi_pl(
-        logits_fn(v), x, pools["pl"], key, lam=mc.pl_lam,
+    return lambda v, x, key, lam=mc.pl_lam: defenses.mi_pl(
+        logits_fn(v), x, pools["pl"], key, lam=lam,
         num_samples=cap(mc.pl_num_samples), chunk_size=chunk).probs
   if name == "mi_ol":
-    return lambda v, x, key: defenses.mi_ol(
-        logits_fn(v), x, pools["ol"], key, lam=mi_ol_lam,
+    return lambda v, x, key, lam=mi_ol_lam: defenses.mi_ol(
+        logits_fn(v), x, pools["ol"], key, lam=lam,
         num_samples=cap(mc.ol_num_samples), chunk_size=chunk).probs
   if name == "mi_combined":
     return lambda v, x, key: defenses.mi_combined(
@@ -158,15 +160,16 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
 
 
 def _batched(fn: Callable, arrays: tuple, batch_size: int) -> np.ndarray:
-  """Applies jitted `fn(*batch)` over fixed-size batches (last one padded)."""
+  """Applies jitted `fn(index, *batch)` over fixed-size batches (last one
+  padded); `index` numbers the batches."""
   n = len(arrays[0])
   out = []
-  for start in range(0, n, batch_size):
+  for index, start in enumerate(range(0, n, batch_size)):
     chunk = [a[start:start + batch_size] for a in arrays]
     pad = batch_size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
-    out.append(np.asarray(fn(*chunk))[:batch_size - pad])
+    out.append(np.asarray(fn(index, *chunk))[:batch_size - pad])
   return np.concatenate(out)
 
 
@@ -183,35 +186,25 @@ class Evaluator:
       self._cache[signature] = jax.jit(build())
     return self._cache[signature]
 
+  def _defense(self, defense: str, **kwargs) -> Callable:
+    return make_defense(defense, self.config, self.model.apply, self.pools,
+                        mi_ol_lam=self.mi_ol_lam, **kwargs)
+
   def predict(self, defense: str, x: np.ndarray, key) -> np.ndarray:
-    """Predicted labels of the full (evaluation-time) defence."""
+    """Predicted labels of the full (evaluation-time) defence; batch i uses
+    `fold_in(key, i)`."""
     fn = self._jit(("probs", defense), lambda: (
-        lambda v, x, k: jnp.argmax(make_defense(
-            defense, self.config, self.model.apply, self.pools,
-            mi_ol_lam=self.mi_ol_lam)(v, x, k), -1)))
-    bs = self.config.eval.batch_size
-    keys = [jax.random.fold_in(key, i) for i in range(-(-len(x) // bs))]
-    it = iter(keys)
-    return _batched(lambda xb: fn(self.variables, xb, next(it)), (x,), bs)
+        lambda v, x, k: jnp.argmax(self._defense(defense)(v, x, k), -1)))
+    return _batched(
+        lambda i, xb: fn(self.variables, xb, jax.random.fold_in(key, i)),
+        (x,), self.config.eval.batch_size)
 
-  def probs(self, defense: str, x: np.ndarray, key, **overrides) -> np.ndarray:
-    """Probabilities of MI with overridden lam (analysis), [n, C]."""
-    fn = self._jit(("mi_lam", defense), lambda: self._mi_lam_fn(defense))
-    bs = self.config.eval.batch_size
-    return _batched(lambda xb: fn(self.variables, xb, key,
-                                  jnp.float32(overrides["lam"])), (x,), bs)
-
-  def _mi_lam_fn(self, defense):
-    mc, apply_fn = self.config.mi, self.model.apply
-
-    def fn(v, x, key, lam):
-      logits_fn = lambda z: apply_fn(v, z, train=False)
-      if defense == "mi_pl":
-        return defenses.mi_pl(logits_fn, x, self.pools["pl"], key, lam=lam,
-                              num_samples=mc.pl_num_samples).probs
-      return defenses.mi_ol(logits_fn, x, self.pools["ol"], key, lam=lam,
-                            num_samples=mc.ol_num_samples).probs
-    return fn
+  def probs(self, defense: str, x: np.ndarray, key, lam) -> np.ndarray:
+    """MI-PL / MI-OL probabilities at mixing weight `lam` (traced), [n, C]."""
+    fn = self._jit(("mi_lam", defense), lambda: self._defense(defense))
+    return _batched(lambda i, xb: fn(self.variables, xb, key,
+                                     jnp.float32(lam)),
+                    (x,), self.config.eval.batch_size)
 
   def oblivious(self, x, y, key, *, eps, steps, targeted) -> np.ndarray:
     """PGD on the base model (the defence is not seen by the attack)."""
@@ -227,8 +220,8 @@ class Evaluator:
                            targeted=targeted)
       return fn
     fn = self._jit(("pgd", steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size)
 
   def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
@@ -248,8 +241,8 @@ class Evaluator:
                                loop=ac.loop)
       return fn
     fn = self._jit(("eot", defense, steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size)
 
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
@@ -271,8 +264,8 @@ class Evaluator:
             targeted=targeted, loop=ac.loop)
       return fn
     fn = self._jit(("paper", defense, steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size)
 
 
@@ -404,13 +397,13 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
   rows = np.arange(n)
   base_clean = ev.probs("mi_pl", x, key, lam=1.0)
   base_adv = ev.probs("mi_pl", x_adv, key, lam=1.0)
+  yhat_c, yhat_a = base_clean.argmax(-1), base_adv.argmax(-1)
   for d in ("mi_pl", "mi_ol"):
     curves = {k: [] for k in ("acc_clean", "acc_adv", "fy_clean", "fyhat_clean",
                               "fy_adv", "fyhat_adv")}
     for lam in ac.lams:
       pc = ev.probs(d, x, jax.random.fold_in(key, 1), lam=lam)
       pa = ev.probs(d, x_adv, jax.random.fold_in(key, 2), lam=lam)
-      yhat_c, yhat_a = base_clean.argmax(-1), base_adv.argmax(-1)
       curves["acc_clean"].append(float(np.mean(pc.argmax(-1) == y)))
       curves["acc_adv"].append(float(np.mean(pa.argmax(-1) == y)))
       curves["fy_clean"].append(float(pc[rows, y].mean()))
@@ -420,17 +413,17 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
     out["lam"][d] = {"lams": list(ac.lams), **curves}
   mc = config.mi
   lams = {"mi_pl": mc.pl_lam, "mi_ol": ev.mi_ol_lam}
-  out["ric"], out["detection"] = {}, {}
+  out["ric"], out["detection"], gap_clean = {}, {}, {}
   for d, lam in lams.items():
     p_adv = ev.probs(d, x_adv, jax.random.fold_in(key, 3), lam=lam)
     p_clean = ev.probs(d, x, jax.random.fold_in(key, 4), lam=lam)
     out["ric"][d] = defenses.ric(base_adv, p_adv, y).summary()
-    gap_c = defenses.detection_gap(base_clean, p_clean)
+    gap_clean[d] = defenses.detection_gap(base_clean, p_clean)
     gap_a = defenses.detection_gap(base_adv, p_adv)
     out["detection"][d] = {
-        "mean_gap_clean": float(gap_c.mean()),
+        "mean_gap_clean": float(gap_clean[d].mean()),
         "mean_gap_adv_oblivious": float(gap_a.mean()),
-        "auc_oblivious": defenses.detection_auc(gap_c, gap_a)}
+        "auc_oblivious": defenses.detection_auc(gap_clean[d], gap_a)}
   # The detector against an adaptive attacker (EOT-PGD through MI-PL).
   x_adp = ev.adaptive("mi_pl", x, y, jax.random.fold_in(key, 12), eps=eps,
                       steps=steps, targeted=False)
@@ -438,12 +431,9 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
   gap_adp = defenses.detection_gap(
       base_adp, ev.probs("mi_pl", x_adp, jax.random.fold_in(key, 5),
                          lam=mc.pl_lam))
-  gap_c = defenses.detection_gap(
-      base_clean, ev.probs("mi_pl", x, jax.random.fold_in(key, 4),
-                           lam=mc.pl_lam))
   out["detection"]["mi_pl"]["mean_gap_adv_adaptive"] = float(gap_adp.mean())
-  out["detection"]["mi_pl"]["auc_adaptive"] = defenses.detection_auc(gap_c,
-                                                                     gap_adp)
+  out["detection"]["mi_pl"]["auc_adaptive"] = defenses.detection_auc(
+      gap_clean["mi_pl"], gap_adp)
   return out
 
 
