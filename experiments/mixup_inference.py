@@ -291,9 +291,76 @@ def _rkey(r: dict) -> tuple:
   return tuple(r[k] for k in RESULT_KEYS[:-1])
 
 
+def _skey(r: dict) -> str:
+  """A record's key as a string (the name of its per-example array)."""
+  return "|".join(str(v) for v in _rkey(r))
+
+
+class PerExample:
+  """Per-example correctness of every attack record, kept on disk.
+
+  `WORKDIR/per_example.npz` maps a record's key to a bool [num_examples]
+  array, so the worst case over attacks can be formed after a resume.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.arrays: dict = {}
+    if os.path.exists(path):
+      with np.load(path) as f:
+        self.arrays = {k: f[k] for k in f.files}
+
+  def __contains__(self, record: dict) -> bool:
+    return _skey(record) in self.arrays
+
+  def get(self, record: dict):
+    return self.arrays.get(_skey(record))
+
+  def put(self, record: dict, correct: np.ndarray) -> None:
+    self.arrays[_skey(record)] = np.asarray(correct, bool)
+
+  def save(self) -> None:
+    tmp = self.path + ".tmp.npz"
+    np.savez(tmp, **self.arrays)
+    os.replace(tmp, self.path)  # atomic: a kill leaves the old file whole
+
+
+# Attacks whose per-example verdicts make up the adaptive worst case.
+WORST_CASE_OF = (("pgd", "oblivious"), ("eot_pgd", "adaptive"),
+                 ("pgd_mixed_avg", "adaptive"))
+
+
+def worst_case_records(name: str, config, per_example: PerExample) -> list:
+  """Adaptive `worst_case` records: an example counts as robust only if it
+  survives every attack run against that defence (oblivious PGD on the base
+  model, EOT-PGD through the defence and, for MI, Pang et al.'s attack).
+
+  An adaptive attacker knows the defence and may use any attack, per
+  example; the oblivious one included. EOT alone can be weaker than the
+  transfer attack against MI-PL (its partner class follows the discrete
+  prediction, which the averaged gradient does not see).
+  """
+  out = []
+  for targeted, steps, eps in attack_settings(config):
+    for d in config.defenses:
+      if d == "none":
+        continue
+      parts = [per_example.get(_record(name, d, a, targeted, m, steps, eps, 0))
+               for a, m in WORST_CASE_OF]
+      parts = [p for p in parts if p is not None]
+      if len(parts) < 2:
+        continue
+      correct = np.logical_and.reduce(parts)
+      out.append(_record(name, d, "worst_case", targeted, "adaptive", steps,
+                         eps, float(np.mean(correct))))
+  return out
+
+
 def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
-                   records: list, save: Callable, key) -> dict:
-  """Fills `records` for model `name` (skipping those already there)."""
+                   records: list, save: Callable, key,
+                   per_example: PerExample) -> dict:
+  """Fills `records` for model `name` (skipping those already there) and
+  keeps every attack's per-example verdicts in `per_example`."""
   ec = config.eval
   done = {_rkey(r) for r in records}
   x_clean, y_clean = test[0][:ec.clean_examples], test[1][:ec.clean_examples]
@@ -327,11 +394,12 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
   def pending(job):
     mode, d, targeted, steps, eps = job
     if mode == "oblivious":
-      return any(_rkey(_record(name, dd, "pgd", targeted, "oblivious", steps,
-                               eps, 0)) not in done for dd in config.defenses)
-    attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
-    return _rkey(_record(name, d, attack, targeted, "adaptive", steps, eps,
-                         0)) not in done
+      recs = [_record(name, dd, "pgd", targeted, "oblivious", steps, eps, 0)
+              for dd in config.defenses]
+    else:
+      attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
+      recs = [_record(name, d, attack, targeted, "adaptive", steps, eps, 0)]
+    return any(_rkey(r) not in done or r not in per_example for r in recs)
 
   jobs = [j for j in jobs if pending(j)]
   for i, (mode, d, targeted, steps, eps) in enumerate(
@@ -354,7 +422,8 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
     evaluated = config.defenses if mode == "oblivious" else (d,)
     for dd in evaluated:
       pred = ev.predict(dd, x_adv, jax.random.fold_in(key, 7))
-      acc = float(np.mean(pred == y))
+      correct = pred == y
+      acc = float(np.mean(correct))
       if mode == "oblivious":
         recs = [_record(name, dd, "pgd", targeted, "oblivious", steps, eps,
                         acc)]
@@ -366,12 +435,20 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
         recs = [_record(name, dd, attack, targeted, "adaptive", steps, eps,
                         acc)]
       for r in recs:
+        per_example.put(r, correct)
         if _rkey(r) not in done:
           records.append(r)
           done.add(_rkey(r))
     timings[f"{mode}/{d}/{'t' if targeted else 'u'}{steps}/{eps}"] = (
         attack_seconds)
+    per_example.save()
     save()
+
+  for r in worst_case_records(name, config, per_example):
+    if _rkey(r) not in done:
+      records.append(r)
+      done.add(_rkey(r))
+  save()
   return timings
 
 
@@ -448,6 +525,20 @@ def _acc(records, **match) -> float | None:
   return None
 
 
+def adaptive_acc(records, defense: str, **match) -> float | None:
+  """The adaptive number of a cell: the per-example worst case over the
+  attacks when it exists, else EOT-PGD (PGD itself for no defence)."""
+  if defense == "none":
+    return _acc(records, mode="adaptive", attack="pgd", defense=defense,
+                **match)
+  worst = _acc(records, mode="adaptive", attack="worst_case",
+               defense=defense, **match)
+  if worst is not None:
+    return worst
+  return _acc(records, mode="adaptive", attack="eot_pgd", defense=defense,
+              **match)
+
+
 def format_tables(records: list, config) -> str:
   """Markdown: per model, the main table and the eps sweep."""
   ec = config.eval
@@ -456,8 +547,10 @@ def format_tables(records: list, config) -> str:
   for model in config.models:
     cols = [(t, s) for t in ec.targeted for s in ec.steps]
     lines.append(f"\n**{model} model, {config.dataset}, eps {ec.eps}** "
-                 "(accuracy %, oblivious / adaptive EOT; `[paper]` = Pang et "
-                 "al.'s adaptive attack)\n")
+                 "(accuracy %, oblivious / adaptive; adaptive = per-example "
+                 "worst case over oblivious PGD, EOT-PGD and Pang et al.'s "
+                 "attack; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
+                 "et al.'s adaptive attack alone)\n")
     lines.append("| defence | clean | " + " | ".join(
         f"{'targeted' if t else 'untargeted'} PGD-{s}" for t, s in cols) + " |")
     lines.append("|---" * (len(cols) + 2) + "|")
@@ -467,16 +560,16 @@ def format_tables(records: list, config) -> str:
         base = dict(model=model, defense=d, targeted=t, steps=s, eps=float(
             ec.eps))
         obl = _acc(records, mode="oblivious", attack="pgd", **base)
-        adp = _acc(records, mode="adaptive",
-                   attack="pgd" if d == "none" else "eot_pgd", **base)
-        cell = f"{pct(obl)} / {pct(adp)}"
+        cell = f"{pct(obl)} / {pct(adaptive_acc(records, **base))}"
+        if d != "none":
+          cell += f" (eot {pct(_acc(records, attack='eot_pgd', **base))})"
         paper = _acc(records, attack="pgd_mixed_avg", **base)
         if paper is not None:
-          cell += f" [{pct(paper)}]"
+          cell += f" [paper {pct(paper)}]"
         row.append(cell)
       lines.append("| " + " | ".join(row) + " |")
     lines.append(f"\n**{model} model: untargeted PGD-{ec.sweep_steps} vs eps** "
-                 "(oblivious / adaptive)\n")
+                 "(oblivious / adaptive worst case)\n")
     lines.append("| defence | " + " | ".join(
         f"eps {e}" for e in ec.sweep_eps) + " |")
     lines.append("|---" * (len(ec.sweep_eps) + 1) + "|")
@@ -486,9 +579,7 @@ def format_tables(records: list, config) -> str:
         base = dict(model=model, defense=d, targeted=False,
                     steps=int(ec.sweep_steps), eps=float(e))
         obl = _acc(records, mode="oblivious", attack="pgd", **base)
-        adp = _acc(records, mode="adaptive",
-                   attack="pgd" if d == "none" else "eot_pgd", **base)
-        row.append(f"{pct(obl)} / {pct(adp)}")
+        row.append(f"{pct(obl)} / {pct(adaptive_acc(records, **base))}")
       lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -546,16 +637,17 @@ def _plots(details: dict, records: list, config, workdir: str) -> None:
     for i, d in enumerate(config.defenses):
       color = f"C{i}"
       for mode, style in (("oblivious", "-"), ("adaptive", "--")):
-        ys = [_acc(records, model=m, defense=d, targeted=False, mode=mode,
-                   steps=int(ec.sweep_steps), eps=float(e),
-                   attack=("pgd" if mode == "oblivious" or d == "none"
-                           else "eot_pgd")) for e in ec.sweep_eps]
+        get = (adaptive_acc if mode == "adaptive" else
+               lambda r, **k: _acc(r, mode="oblivious", attack="pgd", **k))
+        ys = [get(records, model=m, defense=d, targeted=False,
+                  steps=int(ec.sweep_steps), eps=float(e))
+              for e in ec.sweep_eps]
         if all(v is not None for v in ys):
           ax.plot(ec.sweep_eps, 100 * np.array(ys), color=color,
                   linestyle=style, marker="o", ms=3,
                   label=d if mode == "oblivious" else None)
     ax.set_title(f"{m}: PGD-{ec.sweep_steps} (solid oblivious, dashed "
-                 "adaptive)", fontsize=9)
+                 "adaptive worst case)", fontsize=9)
     ax.set_xlabel("eps (pixels in [0, 1])")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -616,6 +708,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   details = _json_load(details_path, {"analysis": {}, "timings": {},
                                       "train": {}})
   save = lambda: _json_dump(records, results_path)
+  per_example = PerExample(os.path.join(workdir, "per_example.npz"))
 
   for name in config.models:
     model, variables, result = train_model(name, config, x, y, workdir,
@@ -626,7 +719,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     ev = Evaluator(config, model, variables, pools, config[name].mi_ol_lam)
     timings = evaluate_model(name, ev, config, test, targets, records, save,
                              jax.random.fold_in(key, 200 +
-                                                list(config.models).index(name)))
+                                                list(config.models).index(name)),
+                             per_example)
     details["timings"].setdefault(name, {}).update(timings)
     if name not in details["analysis"]:
       details["analysis"][name] = analyse(name, ev, config, test,
