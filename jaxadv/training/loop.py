@@ -21,8 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from jaxadv import _checks
 from jaxadv import data as data_lib
 from jaxadv.training.state import TrainState
+from jaxadv.training.state import apply_model
 from jaxadv.training.steps import StepFn
 
 _STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "delta",
@@ -93,6 +95,19 @@ def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
   raise TrainingDivergedError(
       f"Training diverged: {what}; stopped at batch {b}, {where}. Lower the "
       f"learning rate, check the inputs for NaN/inf, or clip gradients.")
+
+
+def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
+                       checkpoint_every, seed) -> None:
+  """Checks `fit`'s data and counts once, on the host, before any step."""
+  _checks.check_images(x, "x")
+  num_classes = _checks.output_classes(
+      lambda v: apply_model(state, state.params, v, train=False)[0], x)
+  _checks.check_labels(y, np.shape(x)[0], "y", num_classes=num_classes)
+  _checks.check_count(batch_size, "batch_size", 1)
+  _checks.check_count(num_batches, "num_batches", 1)
+  _checks.check_count(checkpoint_every, "checkpoint_every", 1)
+  _checks.check_count(seed, "seed", 0)
 
 
 def _state_tree(state: TrainState) -> dict:
@@ -233,14 +248,17 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     A `TrainResult`.
 
   Raises:
-    ValueError: non-positive batch_size / num_batches, or fewer examples than
-      one batch.
+    ValueError, TypeError: `x` not floating pixels in [0, 1] (integer images:
+      divide by 255) or holding NaN/inf; `y` not int [N] in [0, C) for the
+      model's C classes; non-positive batch_size / num_batches /
+      checkpoint_every, negative seed, or fewer examples than one batch.
     TrainingDivergedError: a loss or the parameters became NaN/inf (the
       message names the batch; no non-finite state is checkpointed).
   """
+  _validate_fit_args(state, x, y, batch_size=batch_size,
+                     num_batches=num_batches,
+                     checkpoint_every=checkpoint_every, seed=seed)
   steps_per_epoch = data_lib.num_batches(len(x), batch_size)
-  if num_batches <= 0:
-    raise ValueError(f"`num_batches` must be > 0; got {num_batches}.")
   if steps_per_epoch == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
   key = jax.random.key(seed)
