@@ -45,8 +45,8 @@ class _MadryCNN(tnn.Module):
     return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 
-class _WideBlock(tnn.Module):
-  """TRADES wideresnet.py BasicBlock (pre-activation)."""
+class _PreActLayers(tnn.Module):
+  """bn1, conv1 (3x3, stride), bn2, conv2 (3x3): both references' blocks."""
 
   def __init__(self, cin, cout, stride):
     super().__init__()
@@ -54,6 +54,13 @@ class _WideBlock(tnn.Module):
     self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
     self.bn2 = tnn.BatchNorm2d(cout)
     self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+
+
+class _WideBlock(_PreActLayers):
+  """TRADES wideresnet.py BasicBlock (pre-activation)."""
+
+  def __init__(self, cin, cout, stride):
+    super().__init__(cin, cout, stride)
     self.equal = cin == cout
     self.convShortcut = None if self.equal else tnn.Conv2d(
         cin, cout, 1, stride, 0, bias=False)
@@ -171,14 +178,10 @@ def test_trained_torch_model_gives_the_same_logits(tmp_path, mnist, name):
 def test_preact_resnet18_from_torch(mnist):
   """PreActResNet18 (fast_adversarial preact_resnet.py names), eval mode."""
 
-  class Block(tnn.Module):
+  class Block(_PreActLayers):
 
     def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.bn1 = tnn.BatchNorm2d(cin)
-      self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.bn2 = tnn.BatchNorm2d(cout)
-      self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      super().__init__(cin, cout, stride)
       if stride != 1 or cin != cout:
         self.shortcut = tnn.Sequential(
             tnn.Conv2d(cin, cout, 1, stride, bias=False))
