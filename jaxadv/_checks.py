@@ -108,7 +108,8 @@ def check_labels(y: Any, batch_size: int, name: str = "y",
           f"[{int(ya.min())}, {int(ya.max())}].")
 
 
-def check_nonnegative(value: Any, name: str) -> None:
+def check_nonnegative(value: Any, name: str,
+                      units: str = "pixel units") -> None:
   """Checks a scalar budget (eps, step_size) is finite and >= 0 when concrete."""
   if np.ndim(value) not in (0, 1):
     raise ValueError(f"`{name}` must be a scalar or a per-example vector; got "
@@ -118,7 +119,7 @@ def check_nonnegative(value: Any, name: str) -> None:
     if not np.all(np.isfinite(v)):
       raise ValueError(f"`{name}` must be finite; got {value}.")
     if np.any(v < 0):
-      raise ValueError(f"`{name}` must be >= 0 (pixel units); got {value}.")
+      raise ValueError(f"`{name}` must be >= 0 ({units}); got {value}.")
 
 
 def check_count(value: Any, name: str, minimum: int = 0) -> None:
@@ -134,3 +135,57 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
   """Checks a string option against its allowed values."""
   if value not in choices:
     raise ValueError(f"`{name}` must be one of {choices}; got {value!r}.")
+
+
+def check_logits(logits: Any, y: Any, name: str = "logits",
+                 labels_name: str = "y") -> None:
+  """Checks logits [B, C] (floating) and their integer labels y [B] in [0, C).
+
+  Shape and dtype checks are static; the label range is checked only for
+  concrete `y`.
+
+  Raises:
+    TypeError: non-floating logits or non-integer labels.
+    ValueError: wrong ranks/shapes or labels outside [0, C).
+  """
+  shape = np.shape(logits)
+  if len(shape) != 2:
+    raise ValueError(f"`{name}` must be [B, C] (one row of class scores per "
+                     f"example); got shape {shape}.")
+  dtype = jnp.result_type(logits)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise TypeError(f"`{name}` must be floating point; got dtype {dtype}.")
+  check_labels(y, shape[0], labels_name, num_classes=shape[1])
+
+
+def check_interval(value: Any, name: str, low: float, high: float, *,
+                   low_open: bool = False, what: str = "") -> None:
+  """Checks a concrete scalar (or array) lies in [low, high] ((low, high]).
+
+  Skipped for tracers, like the other value checks.
+  """
+  if not is_concrete(value):
+    return
+  v = np.asarray(value, np.float64)
+  ok = np.all(np.isfinite(v)) and np.all(v <= high) and (
+      np.all(v > low) if low_open else np.all(v >= low))
+  if not ok:
+    bracket = "(" if low_open else "["
+    raise ValueError(f"`{name}` must be in {bracket}{low}, {high}]"
+                     f"{' (' + what + ')' if what else ''}; got {value}.")
+
+
+def output_classes(logits_fn: Any, x: Any) -> int | None:
+  """The number of classes C a model outputs for inputs shaped like `x`.
+
+  Traces `logits_fn` on one abstract example (`jax.eval_shape`: no compute);
+  returns None when that fails or the output is not [1, C], so callers fall
+  back to checking labels without an upper bound.
+  """
+  try:
+    spec = jax.ShapeDtypeStruct((1,) + tuple(np.shape(x)[1:]), jnp.float32)
+    out = jax.eval_shape(logits_fn, spec)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  shape = getattr(out, "shape", ())
+  return int(shape[-1]) if len(shape) == 2 else None

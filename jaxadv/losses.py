@@ -10,6 +10,7 @@ from typing import Callable, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxadv import _checks
@@ -28,7 +29,12 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
 
   Returns:
     float [B], the per-example loss in nats.
+
+  Raises:
+    ValueError, TypeError: logits not [B, C] floats, or y not int [B] in
+      [0, C) (the range only for concrete y).
   """
+  _checks.check_logits(logits, y)
   return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
@@ -41,7 +47,14 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
   Returns:
     float [B].
+
+  Raises:
+    ValueError: `targets` not of the shape of `logits`.
   """
+  if np.shape(targets) != np.shape(logits):
+    raise ValueError(f"`targets` must be soft labels of the shape of `logits` "
+                     f"{np.shape(logits)}; got {np.shape(targets)} (integer "
+                     f"labels go to `cross_entropy`).")
   return optax.softmax_cross_entropy(logits, targets)
 
 
@@ -57,7 +70,11 @@ def cw_margin(logits: jax.Array, y: jax.Array) -> jax.Array:
 
   Returns:
     float [B].
+
+  Raises:
+    ValueError, TypeError: as `cross_entropy`.
   """
+  _checks.check_logits(logits, y)
   num_classes = logits.shape[-1]
   onehot = jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
   z_y = jnp.sum(logits * onehot, axis=-1)

@@ -158,33 +158,7 @@ def mnist_subset():
   return x, y
 
 
-@pytest.mark.parametrize("method", ["natural", "free"])
-def test_killed_run_resumes_bit_identical(tmp_path, mnist_subset, method):
-  x, y = mnist_subset
-  free = method == "free"
-
-  def run(num_batches, workdir):
-    tx = optax.adam(training.cyclic(24, 1e-3))
-    state = training.create_train_state(
-        models.get_model("fast_at_mnist"), jax.random.key(0), (1, 28, 28, 1),
-        tx, eps=0.3, delta_shape=(100, 28, 28, 1) if free else None)
-    step = (training.free_at_step(replays=2) if free
-            else training.natural_step())
-    return training.fit(state, step, x, y, batch_size=100,
-                        num_batches=num_batches, seed=3, workdir=workdir,
-                        checkpoint_every=5, progress=False)
-
-  full = run(17, str(tmp_path / "full"))
-  # "Killed" after 10 batches (last checkpoint at 10), then restarted.
-  run(10, str(tmp_path / "cut"))
-  resumed = run(17, str(tmp_path / "cut"))
-  assert resumed.batches == 17
-  for a, b in zip(jax.tree.leaves(full.state.params),
-                  jax.tree.leaves(resumed.state.params), strict=True):
-    np.testing.assert_array_equal(a, b)
-  if free:
-    np.testing.assert_array_equal(full.state.delta, resumed.state.delta)
-  assert int(resumed.state.step) == 17 * (2 if free else 1)
+# Kill-and-resume, corrupt checkpoints and divergence: tests/resume_test.py.
 
 
 def test_fit_learns_real_mnist(mnist_subset):

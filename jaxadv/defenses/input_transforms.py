@@ -38,6 +38,11 @@ def _check_image(image: jax.Array) -> None:
                      f"{image.shape}.")
 
 
+def _check_fraction(min_fraction) -> None:
+  _checks.check_interval(min_fraction, "min_fraction", 0.0, 1.0,
+                         low_open=True, what="a fraction of the image size")
+
+
 def gaussian_noise(image: jax.Array, key: jax.Array, *,
                    sigma: float = 0.05) -> jax.Array:
   """Adds N(0, sigma^2) noise to one image and clips to [0, 1].
@@ -49,7 +54,12 @@ def gaussian_noise(image: jax.Array, key: jax.Array, *,
 
   Returns:
     float32, same shape as `image`, in [0, 1].
+
+  Raises:
+    ValueError: negative or non-finite `sigma`.
   """
+  _checks.check_nonnegative(sigma, "sigma", "pixel units, a standard "
+                            "deviation")
   noise = sigma * jax.random.normal(key, image.shape, image.dtype)
   return jnp.clip(image + noise, 0.0, 1.0)
 
@@ -112,6 +122,7 @@ def random_resize_pad(image: jax.Array, key: jax.Array, *,
     float32 [H, W, C] in [0, 1].
   """
   _check_image(image)
+  _check_fraction(min_fraction)
   h = image.shape[0]
   r, offset = _random_window(key, h, min_fraction)
   return _scale_translate(image, r / h, offset)
@@ -133,6 +144,7 @@ def random_crop_resize(image: jax.Array, key: jax.Array, *,
     float32 [H, W, C] in [0, 1].
   """
   _check_image(image)
+  _check_fraction(min_fraction)
   h = image.shape[0]
   r, offset = _random_window(key, h, min_fraction)
   scale = h / r

@@ -329,6 +329,8 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
   Raises:
     ValueError, TypeError: as in `mixup_inference`.
   """
+  _check_lam(lam_pl, "lam_pl")
+  _check_lam(lam_ol, "lam_ol")
   k_pl, k_ol = jax.random.split(key)
   pl = mi_pl(logits_fn, x, pool, k_pl, lam=lam_pl, num_samples=num_samples_pl,
              chunk_size=chunk_size)

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxadv import _checks
 from jaxadv.evaluation import robust
 
 
@@ -49,7 +50,15 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
   Returns:
     {"clean_acc", "fgsm_acc", "pgd_acc"} as fractions, plus
     "pgd_steps", "pgd_restarts".
+
+  Raises:
+    ValueError, TypeError: bad `x`/`y` (see `robust_correct`), eps < 0,
+      pgd_steps < 0, pgd_restarts < 1 or pgd_step_size < 0.
   """
+  _checks.check_nonnegative(eps, "eps")
+  _checks.check_count(pgd_steps, "pgd_steps", 0)
+  _checks.check_count(pgd_restarts, "pgd_restarts", 1)
+  _checks.check_nonnegative(pgd_step_size, "pgd_step_size")
   clean = robust.accuracy(apply_fn, variables, x, y, batch_size=batch_size)
   fgsm = robust.robust_accuracy(apply_fn, variables, x, y, key, attack="fgsm",
                                 eps=eps, norm=norm, batch_size=batch_size)

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from jaxadv import _checks
 from jaxadv import attacks
 from jaxadv import losses
+from jaxadv.attacks import _projections
 
 ApplyFn = Callable[..., jax.Array]
 EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
@@ -82,9 +83,11 @@ def _padded_batches(idx: np.ndarray, batch_size: int):
     yield chunk, n
 
 
-def _validate(x, y, batch_size):
+def _validate(x, y, batch_size, apply_fn=None, variables=None):
   _checks.check_images(x, "x")
-  _checks.check_labels(y, len(x), "y")
+  num_classes = None if apply_fn is None else _checks.output_classes(
+      lambda v: apply_fn(variables, v, train=False), x)
+  _checks.check_labels(y, len(x), "y", num_classes=num_classes)
   _checks.check_count(batch_size, "batch_size", 1)
 
 
@@ -122,7 +125,7 @@ def accuracy(apply_fn: ApplyFn, variables: Any, x: np.ndarray, y: np.ndarray,
   Raises:
     ValueError, TypeError: bad inputs.
   """
-  _validate(x, y, batch_size)
+  _validate(x, y, batch_size, apply_fn, variables)
   return float(np.mean(predict(apply_fn, variables, x, batch_size=batch_size)
                        == np.asarray(y)))
 
@@ -158,10 +161,14 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     bool [N]: correct on the clean input and under every restart.
 
   Raises:
-    ValueError, TypeError: bad inputs or options.
+    ValueError, TypeError: bad `x` (not floats in [0, 1], NaN/inf), `y` (not
+      int [N] in [0, C)), eps < 0, steps < 0, restarts < 1, unknown attack,
+      norm or loss, or a missing step_size.
   """
-  _validate(x, y, batch_size)
+  _validate(x, y, batch_size, apply_fn, variables)
   _checks.check_choice(attack, "attack", EVAL_ATTACKS)
+  _checks.check_choice(norm, "norm", _projections.NORMS)
+  _checks.check_choice(loss, "loss", tuple(losses.LOSSES))
   _checks.check_nonnegative(eps, "eps")
   _checks.check_count(restarts, "restarts", 1)
   if attack in ("bim", "pgd"):

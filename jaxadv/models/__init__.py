@@ -13,6 +13,8 @@ from jaxadv.models.registry import init_model
 from jaxadv.models.registry import list_models
 from jaxadv.models.registry import register_model
 from jaxadv.models.resnet import PreActBlock
+from jaxadv.models.torch_import import TORCH_LAYOUTS
+from jaxadv.models.torch_import import load_torch_state_dict
 from jaxadv.models.resnet import PreActResNet18
 from jaxadv.models.wide_resnet import WideBasicBlock
 from jaxadv.models.wide_resnet import WideResNet

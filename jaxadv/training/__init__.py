@@ -1,6 +1,7 @@
 """Training: the shared step skeleton, trainers, schedules and the loop."""
 
 from jaxadv.training.loop import TrainResult
+from jaxadv.training.loop import TrainingDivergedError
 from jaxadv.training.loop import fit
 from jaxadv.training.schedules import cyclic
 from jaxadv.training.schedules import make_schedule

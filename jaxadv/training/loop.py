@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import Callable, Optional
 
 import jax
@@ -20,8 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from jaxadv import _checks
 from jaxadv import data as data_lib
 from jaxadv.training.state import TrainState
+from jaxadv.training.state import apply_model
 from jaxadv.training.steps import StepFn
 
 _STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "delta",
@@ -48,6 +51,63 @@ class TrainResult:
   compile_seconds: float
   batches: int
   stopped_early: bool = False
+
+
+class TrainingDivergedError(FloatingPointError):
+  """`fit` stopped because the loss or the parameters became NaN or inf."""
+
+
+@jax.jit
+def _finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(tree)
+            if jnp.issubdtype(v.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _all_finite(tree) -> bool:
+  """True when every floating leaf of `tree` is free of NaN/inf (host sync)."""
+  return bool(_finite(tree))
+
+
+@jax.jit
+def _track_nonfinite(first_bad: jax.Array, metrics: dict,
+                     batch: jax.Array) -> jax.Array:
+  """On device, no sync: the first batch whose metrics hold NaN/inf, or -1."""
+  return jnp.where((first_bad < 0) & ~_finite(metrics), batch, first_bad)
+
+
+def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
+                        workdir: Optional[str],
+                        ckpt: Optional["_Checkpointer"]) -> None:
+  """Raises `TrainingDivergedError` when a loss or the parameters are NaN/inf.
+
+  Called before every checkpoint (so a diverged state is never written),
+  every 50 batches and at the end of `fit`.
+  """
+  bad = int(first_bad)
+  if bad < 0 and _all_finite(state.params):
+    return
+  what = (f"the loss (or another metric) became NaN/inf at batch {bad}"
+          if bad >= 0 else f"the parameters became NaN/inf by batch {b}")
+  kept = ckpt.latest_step() if ckpt is not None else None
+  where = (f"the last good checkpoint (batch {kept}) in {workdir} is kept"
+           if kept is not None else "no checkpoint was written")
+  raise TrainingDivergedError(
+      f"Training diverged: {what}; stopped at batch {b}, {where}. Lower the "
+      f"learning rate, check the inputs for NaN/inf, or clip gradients.")
+
+
+def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
+                       checkpoint_every, seed) -> None:
+  """Checks `fit`'s data and counts once, on the host, before any step."""
+  _checks.check_images(x, "x")
+  num_classes = _checks.output_classes(
+      lambda v: apply_model(state, state.params, v, train=False)[0], x)
+  _checks.check_labels(y, np.shape(x)[0], "y", num_classes=num_classes)
+  _checks.check_count(batch_size, "batch_size", 1)
+  _checks.check_count(num_batches, "num_batches", 1)
+  _checks.check_count(checkpoint_every, "checkpoint_every", 1)
+  _checks.check_count(seed, "seed", 0)
 
 
 def _state_tree(state: TrainState) -> dict:
@@ -80,8 +140,9 @@ class _Checkpointer:
   """Synchronous orbax checkpoints of the state plus loop progress."""
 
   def __init__(self, directory: str, keep: int = 2):
+    self._dir = os.path.abspath(directory)
     self._mngr = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self._dir,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, enable_async_checkpointing=False, create=True))
 
@@ -105,6 +166,50 @@ class _Checkpointer:
     item = self._mngr.restore(batches, args=ocp.args.StandardRestore(abstract))
     state = state.replace(**item["state"])
     return state, item["progress"], item.get("best")
+
+  def restore_latest(self, state: TrainState, progress: dict,
+                     best: Optional[dict]) -> Optional[tuple]:
+    """Restores the newest checkpoint that reads back whole and finite.
+
+    A checkpoint that fails to restore (truncated or missing files, missing
+    metadata) or holds NaN/inf parameters is renamed to `<step>.corrupt`
+    (kept for inspection, invisible to orbax) with a warning naming it, and
+    the next older one is tried.
+
+    Returns:
+      The restored (state, progress, best), or None when no good one exists.
+    """
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      path = os.path.join(self._dir, str(step))
+      try:
+        restored = self.restore(step, state, progress, best)
+        if not _all_finite(restored[0].params):
+          raise ValueError("its parameters hold NaN/inf")
+        return restored
+      except Exception as e:  # orbax/tensorstore raise many kinds  # pylint: disable=broad-except
+        if self._readable(step):  # intact, but not this run's state
+          raise ValueError(
+              f"Checkpoint {path} does not match the state passed to `fit` "
+              f"(another model, optimizer or trainer?): {str(e)[:500]} "
+              f"Pass a fresh `workdir` for a different run.") from e
+        aside = f"{path}.corrupt"
+        if os.path.exists(aside):
+          aside = f"{aside}.{int(time.time())}"
+        os.replace(path, aside)
+        self._mngr.reload()
+        warnings.warn(
+            f"Checkpoint {path} is corrupt or partial ({type(e).__name__}: "
+            f"{str(e)[:300]}); skipped it (moved to {aside}) and falling back "
+            f"to the previous checkpoint.", RuntimeWarning, stacklevel=3)
+    return None
+
+  def _readable(self, step: int) -> bool:
+    """Whether the checkpoint reads back whole, without a target structure."""
+    try:
+      item = self._mngr.restore(step, args=ocp.args.StandardRestore())
+      return _all_finite(item["state"]["params"])
+    except Exception:  # pylint: disable=broad-except
+      return False
 
   def close(self) -> None:
     self._mngr.close()
@@ -143,12 +248,17 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     A `TrainResult`.
 
   Raises:
-    ValueError: non-positive batch_size / num_batches, or fewer examples than
-      one batch.
+    ValueError, TypeError: `x` not floating pixels in [0, 1] (integer images:
+      divide by 255) or holding NaN/inf; `y` not int [N] in [0, C) for the
+      model's C classes; non-positive batch_size / num_batches /
+      checkpoint_every, negative seed, or fewer examples than one batch.
+    TrainingDivergedError: a loss or the parameters became NaN/inf (the
+      message names the batch; no non-finite state is checkpointed).
   """
+  _validate_fit_args(state, x, y, batch_size=batch_size,
+                     num_batches=num_batches,
+                     checkpoint_every=checkpoint_every, seed=seed)
   steps_per_epoch = data_lib.num_batches(len(x), batch_size)
-  if num_batches <= 0:
-    raise ValueError(f"`num_batches` must be > 0; got {num_batches}.")
   if steps_per_epoch == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
   key = jax.random.key(seed)
@@ -160,8 +270,9 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   best = _copy_best(state) if select else None
   ckpt = _Checkpointer(workdir) if workdir else None
   history: list = []
-  if ckpt is not None and ckpt.latest_step() is not None:
-    state, prog, best = ckpt.restore(ckpt.latest_step(), state, prog, best)
+  restored = ckpt.restore_latest(state, prog, best) if ckpt else None
+  if restored is not None:
+    state, prog, best = restored
     prog = {k: np.asarray(v) for k, v in prog.items()}
     if progress:
       print(f"[{desc}] resumed from {workdir} at batch {int(prog['batches'])}")
@@ -170,7 +281,10 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   compile_seconds = 0.0
   stopped = bool(prog["stopped"])
 
+  first_bad = jnp.int32(-1)  # first batch with a NaN/inf metric, on device
+
   def save():
+    _check_not_diverged(first_bad, state, b, workdir, ckpt)
     if ckpt is None:
       return
     prog.update(batches=_scalar_int64(b), train_seconds=_scalar_float64(train_seconds),
@@ -197,8 +311,10 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         first = False
       b += 1
       count += 1
+      first_bad = _track_nonfinite(first_bad, metrics, b)
       sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
       if b % 50 == 0:
+        _check_not_diverged(first_bad, state, b, workdir, ckpt)
         bar.set_postfix({k: f"{float(v) / count:.3f}" for k, v in sums.items()})
       bar.update(1)
       epoch_end = b % steps_per_epoch == 0 or b == num_batches
@@ -228,6 +344,7 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
       bar.write(f"[{desc}] " + ", ".join(
           f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
           for k, v in record.items()))
+  _check_not_diverged(first_bad, state, b, workdir, ckpt)
   bar.close()
   if ckpt is not None:
     ckpt.close()

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import optax
 
+from jaxadv import _checks
+
 
 def cyclic(total_steps: int, peak_value: float,
            peak_fraction: float = 0.4) -> optax.Schedule:
@@ -16,7 +18,14 @@ def cyclic(total_steps: int, peak_value: float,
     peak_value: the largest learning rate.
     peak_fraction: where the peak sits, as a fraction of the run (2/5 in the
       fast-AT code).
+
+  Raises:
+    ValueError, TypeError: `total_steps < 1`, negative `peak_value` or
+      `peak_fraction` outside [0, 1].
   """
+  _checks.check_count(total_steps, "total_steps", 1)
+  _checks.check_nonnegative(peak_value, "peak_value", "a learning rate")
+  _checks.check_interval(peak_fraction, "peak_fraction", 0.0, 1.0)
   up = max(1, int(round(total_steps * peak_fraction)))
   down = max(1, total_steps - up)
   return optax.join_schedules(

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
+from jaxadv import _checks
+
 
 class TrainState(train_state.TrainState):
   """flax `TrainState` plus what adversarial training carries.
@@ -46,7 +48,14 @@ def create_train_state(model: nn.Module, key: jax.Array,
 
   Returns:
     A `TrainState` at step 0.
+
+  Raises:
+    ValueError: negative or non-finite eps, step_size or eps_ramp_steps.
   """
+  _checks.check_nonnegative(eps, "eps")
+  _checks.check_nonnegative(step_size, "step_size")
+  _checks.check_nonnegative(eps_ramp_steps, "eps_ramp_steps",
+                            "optimizer updates")
   variables = model.init(key, jnp.zeros(input_shape, jnp.float32), train=False)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})

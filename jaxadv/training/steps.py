@@ -28,9 +28,11 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxadv import _checks
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv.attacks import _loop
+from jaxadv.attacks import _projections
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.state import current_attack_params
@@ -100,6 +102,16 @@ def _update(state: TrainState, x: jax.Array, y: jax.Array,
   return state, g_delta, metrics
 
 
+def _check_attack_options(norm: str, steps: Optional[int] = None,
+                          loop: Optional[str] = None) -> None:
+  """Checks a trainer's static attack options when it is built, not traced."""
+  _checks.check_choice(norm, "norm", _projections.NORMS)
+  if steps is not None:
+    _checks.check_count(steps, "steps", 0)
+  if loop is not None:
+    _checks.check_choice(loop, "loop", _loop.LOOP_FORMS)
+
+
 def _attack_loss_fn(state: TrainState) -> losses.LossFn:
   """The attack's loss at the current parameters (BN in train mode, no update)."""
   def logits_fn(x):
@@ -145,7 +157,12 @@ def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
     norm: "linf" or "l2".
     random_start: uniform start in the ball.
     loop: attack loop form ("unroll", "fori", None = backend default).
+
+  Raises:
+    ValueError, TypeError: `steps < 0`, unknown `norm` or `loop`.
   """
+  _check_attack_options(norm, steps, loop)
+
   def perturb(state, x, y, key):
     eps, step_size = current_attack_params(state)
     x_adv = attacks.pgd(_attack_loss_fn(state), x, y, key, eps=eps,
@@ -162,7 +179,11 @@ def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
   `delta0 ~ U(-eps, eps)`, one step of size `state.attack_params["step_size"]`
   (alpha; 1.25 eps in the paper, 0.375 for eps 0.3 on MNIST), then one update:
   two forward-backward passes per step.
+
+  Raises:
+    ValueError: unknown `norm`.
   """
+  _check_attack_options(norm)
   def perturb(state, x, y, key):
     eps, step_size = current_attack_params(state)
     x_adv = attacks.fgsm_rs(_attack_loss_fn(state), x, y, key, eps=eps,
@@ -191,11 +212,12 @@ def free_at_step(*, replays: int, loop: Optional[str] = None) -> StepFn:
     `replays`; metrics are averaged over the replays.
 
   Raises:
-    ValueError: at trace time, when `state.delta` is missing or its shape
-      differs from the batch's.
+    ValueError, TypeError: `replays < 1` or unknown `loop`; at trace time,
+      when `state.delta` is missing or its shape differs from the batch's.
   """
-  if replays < 1:
-    raise ValueError(f"`replays` must be >= 1; got {replays}.")
+  _checks.check_count(replays, "replays", 1)
+  if loop is not None:
+    _checks.check_choice(loop, "loop", _loop.LOOP_FORMS)
 
   def step(state: TrainState, batch: Batch, key: jax.Array):
     del key  # Free AT has no randomness of its own.
@@ -282,9 +304,11 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
     `step(state, batch, key) -> (state, metrics)`.
 
   Raises:
-    ValueError: `alpha <= 0` or `adv_ratio` outside [0, 1].
+    ValueError, TypeError: `alpha <= 0`, `adv_ratio` outside [0, 1],
+      `steps < 0`, unknown `norm` or `loop`.
   """
   _check_alpha(alpha)
+  _check_attack_options(norm, steps, loop)
   if not 0.0 <= adv_ratio <= 1.0:
     raise ValueError(f"`adv_ratio` must be in [0, 1]; got {adv_ratio}.")
 
