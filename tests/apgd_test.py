@@ -10,20 +10,23 @@ from jaxadv import evaluation
 from jaxadv import losses
 
 TOL = 1e-6
+# Shared with masking_test.py's settings, so jitted attacks compile once.
+ENSEMBLE_KW = dict(eps=0.1, apgd_steps=10, num_targets=3, square_queries=300,
+                   batch_size=200, loop="fori")
 
 
 def _mlp(shape, num_classes=5, seed=0):
+  rng = np.random.default_rng(seed)
   d = int(np.prod(shape[1:]))
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  w1 = jax.random.normal(k1, (d, 16)) / np.sqrt(d)
-  w2 = jax.random.normal(k2, (16, num_classes))
+  w1 = rng.normal(size=(d, 16)).astype(np.float32) / np.sqrt(d)
+  w2 = rng.normal(size=(16, num_classes)).astype(np.float32)
   return lambda x: jnp.tanh(x.reshape(x.shape[0], -1) @ w1) @ w2
 
 
 def _inputs(shape, num_classes=5, seed=1):
-  kx, ky = jax.random.split(jax.random.key(seed))
-  return (jax.random.uniform(kx, shape),
-          jax.random.randint(ky, (shape[0],), 0, num_classes))
+  rng = np.random.default_rng(seed)
+  return (rng.uniform(size=shape).astype(np.float32),
+          rng.integers(0, num_classes, shape[0]).astype(np.int32))
 
 
 def _norms(d, norm):
@@ -43,49 +46,63 @@ def test_checkpoint_schedule():
 
 
 def test_dlr_losses_match_a_hand_computation():
-  logits = jnp.array([[1.0, 4.0, 2.0, 3.0], [5.0, 0.0, 1.0, 2.0]])
-  y = jnp.array([1, 2])
+  logits = np.array([[1.0, 4.0, 2.0, 3.0], [5.0, 0.0, 1.0, 2.0]], np.float32)
+  y = np.array([1, 2])
   # Row 0: y is top, -(4 - 3) / (4 - 2); row 1: -(1 - 5) / (5 - 1).
   np.testing.assert_allclose(losses.dlr(logits, y), [-0.5, 1.0], rtol=1e-6)
   # Targeted: -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2).
   np.testing.assert_allclose(
-      losses.dlr_targeted(logits, y, jnp.array([3, 0])),
+      losses.dlr_targeted(logits, y, np.array([3, 0])),
       [-1.0 / 2.5, 4.0 / 4.5], rtol=1e-6)
   # Invariant to shifting and scaling the logits.
   np.testing.assert_allclose(losses.dlr(3.0 * logits + 7.0, y),
                              losses.dlr(logits, y), rtol=1e-5)
   assert losses.get_loss("dlr") is losses.dlr
   with pytest.raises(ValueError, match="at least 3 classes"):
-    losses.dlr(logits[:, :2], jnp.array([0, 1]))
+    losses.dlr(logits[:, :2], np.array([0, 1]))
 
 
-@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 0.8)])
-def test_apgd_in_ball_and_box_jitted_and_not(norm, eps):
+@pytest.mark.parametrize("norm, eps", [
+    ("linf", 0.1), pytest.param("l2", 0.8, marks=pytest.mark.slow)])
+def test_apgd_in_ball_and_box(norm, eps):
   shape = (6, 6, 6, 1)
   x, y = _inputs(shape)
   logits_fn = _mlp(shape)
-  loss_fn = losses.make_loss_fn(logits_fn, "ce")
 
+  t = (y + 1) % 5
+
+  @jax.jit
   def run(x, y, key, eps):
-    return attacks.apgd(loss_fn, x, y, key, eps=eps, steps=8, norm=norm,
-                        restarts=2)
+    x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=6,
+                                norm=norm, loss="dlr_targeted", restarts=2,
+                                target=t, loop="fori")
+    dlr_t = lambda v: losses.dlr_targeted(logits_fn(v), y, t).mean()
+    return x_adv, dlr_t(x), dlr_t(x_adv)
 
-  out = jax.jit(run)(x, y, jax.random.key(3), eps)
-  eager = run(x, y, jax.random.key(3), eps)
-  np.testing.assert_allclose(out, eager, atol=1e-5)
-  for x_adv in (out, attacks.apgd_logits(
-      logits_fn, x, y, jax.random.key(3), eps=eps, steps=8, norm=norm,
-      loss="dlr_targeted", target=(y + 1) % 5)):
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
-    assert np.all(_norms(x_adv - x, norm) <= eps + TOL)
-    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
-  assert float(loss_fn(out, y).mean()) > float(loss_fn(x, y).mean())
+  x_adv, before, after = run(x, y, jax.random.key(3), eps)
+  x_adv = np.asarray(x_adv)
+  assert x_adv.shape == x.shape and x_adv.dtype == x.dtype
+  assert np.all(_norms(x_adv - x, norm) <= eps + TOL)
+  assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+  assert float(after) > float(before)
+
+
+@pytest.mark.slow
+def test_apgd_unjitted_matches_jitted_and_raises_loss():
+  shape = (6, 6, 6, 1)
+  x, y = _inputs(shape)
+  loss_fn = losses.make_loss_fn(_mlp(shape), "ce")
+  one = lambda k, loop: attacks.apgd(loss_fn, x, y, k, eps=0.1, steps=2,
+                                     loop=loop)
+  eager = one(jax.random.key(4), "unroll")
+  np.testing.assert_allclose(eager, jax.jit(one, static_argnums=1)(
+      jax.random.key(4), "fori"), atol=1e-5)
+  assert float(loss_fn(eager, y).mean()) > float(loss_fn(x, y).mean())
 
 
 def test_apgd_rejects_bad_options():
-  shape = (2, 4, 4, 1)
-  x, y = _inputs(shape)
-  logits_fn = _mlp(shape)
+  x, y = np.full((2, 4, 4, 1), 0.5, np.float32), np.array([0, 1])
+  logits_fn = lambda v: v.reshape(2, -1)[:, :5]
   with pytest.raises(ValueError, match="`target` must be given"):
     attacks.apgd_logits(logits_fn, x, y, jax.random.key(0), eps=0.1,
                         steps=2, loss="dlr_targeted")
@@ -98,22 +115,17 @@ def test_apgd_rejects_bad_options():
 
 
 def test_apgd_beats_or_ties_pgd_with_the_same_budget(mnist_mlp):
+  """APGD-CE-10 vs PGD-10 (tuned step eps / 4): 10 gradients each."""
   apply, variables, x, y = mnist_mlp
-  x, y = jnp.asarray(x[:200]), jnp.asarray(y[:200])
-  logits_fn = lambda v: apply(variables, v)
-  loss_fn = losses.make_loss_fn(logits_fn, "ce")
+  x, y = x[:200], y[:200]
   eps = 0.05
-
-  @jax.jit
-  def accs(x, y, key):
-    # 10 gradient steps each; PGD with a tuned step of eps / 4.
-    x_apgd = attacks.apgd(loss_fn, x, y, key, eps=eps, steps=10, loop="fori")
-    x_pgd = attacks.pgd(loss_fn, x, y, key, eps=eps, step_size=eps / 4,
-                        steps=10, loop="fori")
-    acc = lambda v: jnp.mean(jnp.argmax(logits_fn(v), -1) == y)
-    return acc(x), acc(x_apgd), acc(x_pgd)
-
-  clean, apgd_acc, pgd_acc = (float(a) for a in accs(x, y, jax.random.key(0)))
+  clean = evaluation.accuracy(apply, variables, x, y)
+  apgd_acc = evaluation.evaluate_robustness(
+      apply, variables, x, y, jax.random.key(0), attack_names=("apgd-ce",),
+      **dict(ENSEMBLE_KW, eps=eps))["robust_acc"]
+  pgd_acc = evaluation.robust_accuracy(
+      apply, variables, x, y, jax.random.key(0), attack="pgd", eps=eps,
+      step_size=eps / 4, steps=10, batch_size=200, loop="fori")
   assert clean > 0.85
   assert apgd_acc < clean - 0.3
   assert apgd_acc <= pgd_acc + 1 / 200, (apgd_acc, pgd_acc)
@@ -152,10 +164,6 @@ def test_square_uses_no_gradient_stays_in_ball_and_fools(mnist_mlp):
   assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
   acc = lambda v: float(jnp.mean(jnp.argmax(logits_fn(v), -1) == y))
   assert acc(x) > 0.85 and acc(x_adv) < acc(x) - 0.3, (acc(x), acc(x_adv))
-
-
-ENSEMBLE_KW = dict(eps=0.1, apgd_steps=10, num_targets=3, square_queries=300,
-                   batch_size=200, loop="fori")
 
 
 def test_evaluate_robustness_attacks_only_survivors_and_is_seeded(mnist_mlp):

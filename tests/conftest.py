@@ -15,7 +15,7 @@ if "JAXADV_DATA_DIR" not in os.environ and _DEFAULT.is_dir():
 
 
 def _train_mnist_mlp():
-  """A small MLP (784-64-10) trained naturally on 3,000 real MNIST images.
+  """A small MLP (784-64-10) trained naturally on 2,000 real MNIST images.
 
   Its `apply` takes `variables["grad"]` in {0., 1.}: 0 passes the input
   through `stop_gradient`, the same forward with masked (zero) input
@@ -36,7 +36,7 @@ def _train_mnist_mlp():
                     variables["b1"])
     return h @ variables["w2"] + variables["b2"]
 
-  x, y = data.load("mnist", "train", limit=3000)
+  x, y = data.load("mnist", "train", limit=2000)
   x_test, y_test = data.load("mnist", "test", limit=500)
   k1, k2 = jax.random.split(jax.random.key(0))
   params = {"w1": jax.random.normal(k1, (784, 64)) / 28.0,
@@ -56,7 +56,7 @@ def _train_mnist_mlp():
     return optax.apply_updates(params, updates), opt_state
 
   opt_state = opt.init(params)
-  for epoch in range(5):
+  for epoch in range(4):
     perm = np.random.default_rng(epoch).permutation(len(x))
     for i in range(0, len(x), 100):
       idx = perm[i:i + 100]

@@ -21,7 +21,7 @@ def _report(apply, variables, x, y, **overrides):
   res = evaluation.evaluate(apply, variables, x[:200], y[:200],
                             jax.random.key(1), eps=EPS, pgd_steps=10,
                             pgd_step_size=kw["pgd_step_size"],
-                            pgd_restarts=1, batch_size=200)
+                            pgd_restarts=1, batch_size=200, loop="fori")
   checks = evaluation.sanity_checks(apply, variables, x[:200], y[:200],
                                     jax.random.key(2), res, **kw)
   return res, {c.name: c for c in checks}
