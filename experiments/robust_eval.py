@@ -26,7 +26,6 @@ from absl import flags
 from absl import logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import robust_training
@@ -217,13 +216,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list:
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  config_flags.DEFINE_config_file(
-      "config", None, "Evaluation configuration file.", lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -231,5 +223,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
+  robust_training._define_flags()  # --config and --workdir
   app.run(main)
