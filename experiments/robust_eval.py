@@ -131,7 +131,9 @@ def _plot(records: list, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  cols = [c for c in ATTACK_COLUMNS if records[0][c] is not None]
+  cols = [c for c in ATTACK_COLUMNS
+          if any(r[c] is not None for r in records)]
+  value = lambda r, c: np.nan if r[c] is None else 100 * r[c]
   pgd = f"PGD-{records[0]['pgd_steps']}x{records[0]['pgd_restarts']}"
   labels = {"clean_acc": "clean", "fgsm_acc": "FGSM", "pgd_acc": pgd,
             "apgd_ce_acc": "APGD-CE", "apgd_t_acc": "APGD-T",
@@ -141,10 +143,10 @@ def _plot(records: list, path: str) -> None:
   width = 0.8 / len(records)
   for i, r in enumerate(records):
     xs = np.arange(len(cols)) + i * width
-    ax.bar(xs, [100 * r[c] for c in cols], width, label=r["method"])
+    ax.bar(xs, [value(r, c) for c in cols], width, label=r["method"])
   ax.set_xticks(np.arange(len(cols)) + width * (len(records) - 1) / 2)
   ax.set_xticklabels([labels[c] for c in cols], rotation=20)
-  lo = min(100 * r[c] for r in records for c in cols)
+  lo = np.nanmin([value(r, c) for r in records for c in cols])
   ax.set_ylim(max(0, lo - 10), 100)
   ax.set_ylabel("accuracy (%)")
   ax.set_title(f"MNIST, eps={records[0]['eps']}, "
