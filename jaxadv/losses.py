@@ -82,14 +82,70 @@ def cw_margin(logits: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.max(others, axis=-1) - z_y
 
 
+def _sorted_top(logits: jax.Array, k: int) -> jax.Array:
+  """The `k` largest logits per example, in decreasing order [B, k]."""
+  if logits.shape[-1] < k:
+    raise ValueError(f"`logits` must have at least {k} classes for the DLR "
+                     f"loss; got shape {logits.shape}.")
+  return jax.lax.top_k(logits, k)[0]
+
+
+def dlr(logits: jax.Array, y: jax.Array) -> jax.Array:
+  """Difference of Logits Ratio loss (Croce & Hein, ICML 2020).
+
+  `DLR(z, y) = -(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3)`, with `z_pi1 >=
+  z_pi2 >= ...` the sorted logits: the CW margin divided by a scale of the
+  logits, so it is invariant to shifting and rescaling them (no gradient
+  masking by logit scale). Positive exactly when `y` is not the top class.
+  Untargeted attacks maximise it.
+
+  Args:
+    logits: float [B, C], C >= 3.
+    y: int [B] true labels.
+
+  Returns:
+    float [B].
+
+  Raises:
+    ValueError: fewer than 3 classes.
+  """
+  top = _sorted_top(logits, 3)
+  return cw_margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
+
+
+def dlr_targeted(logits: jax.Array, y: jax.Array,
+                 target: jax.Array) -> jax.Array:
+  """Targeted DLR loss of APGD-T (Croce & Hein, ICML 2020).
+
+  `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`: maximising it pushes the
+  target logit `z_t` above the true one `z_y`.
+
+  Args:
+    logits: float [B, C], C >= 4.
+    y: int [B] true labels.
+    target: int [B] target classes.
+
+  Returns:
+    float [B].
+
+  Raises:
+    ValueError: fewer than 4 classes.
+  """
+  top = _sorted_top(logits, 4)
+  z_y = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  z_t = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+  return (z_t - z_y) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
 LOSSES: dict[str, LogitsLoss] = {
     "ce": cross_entropy,
     "cw": cw_margin,
+    "dlr": dlr,
 }
 
 
 def get_loss(loss: Union[str, LogitsLoss]) -> LogitsLoss:
-  """Returns a per-example logits loss by name ("ce", "cw") or passes a callable.
+  """Returns a per-example logits loss by name ("ce", "cw", "dlr") or a callable.
 
   Raises:
     ValueError: unknown loss name.
@@ -109,7 +165,7 @@ def make_loss_fn(logits_fn: LogitsFn,
   Args:
     logits_fn: `x [B, ...] -> logits [B, C]`, e.g.
       `lambda x: model.apply(variables, x)`.
-    loss: "ce" (cross-entropy), "cw" (CW margin) or a callable
+    loss: "ce" (cross-entropy), "cw" (CW margin), "dlr" (DLR) or a callable
       `(logits [B, C], y [B]) -> [B]`.
 
   Returns:

@@ -1,5 +1,6 @@
 """Evaluation: clean and robust accuracy, reports and sanity checks."""
 
+from jaxadv.evaluation.autoattack import evaluate_robustness
 from jaxadv.evaluation.report import SanityCheck
 from jaxadv.evaluation.report import evaluate
 from jaxadv.evaluation.report import sanity_checks

@@ -1,0 +1,258 @@
+"""Auto-PGD: APGD-CE, APGD-DLR and targeted APGD-T.
+
+Croce & Hein (ICML 2020), "Reliable evaluation of adversarial robustness with
+an ensemble of diverse parameter-free attacks". PGD with momentum whose step
+size needs no tuning: it starts at `2 * eps` and is halved, per example, at
+checkpoints `w_j = ceil(p_j * steps)` (`p_0 = 0`, `p_1 = 0.22`,
+`p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`) when
+
+  1. fewer than `rho * (w_j - w_{j-1})` of the steps since the last checkpoint
+     raised the loss, or
+  2. the step size was not halved at the last checkpoint and the best loss
+     has not improved since then;
+
+after halving, the iterate restarts from the best (highest-loss) point. The
+update is `z = P(x_k + eta * sign(g))` (L2: `g / ||g||_2`),
+`x_{k+1} = P(x_k + alpha (z - x_k) + (1 - alpha)(x_k - x_{k-1}))` with
+`alpha = 0.75` (1 at the first step). All state (step size, counters, best
+point) is per example, so one batch runs in one jitted loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadv import _checks
+from jaxadv import losses
+from jaxadv.attacks import _common
+from jaxadv.attacks import _loop
+from jaxadv.attacks import _projections
+from jaxadv.losses import LossFn
+
+# (x [B, ...], y [B]) -> (per-example loss [B], fooled bool [B])
+_ValueFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+LOGITS_LOSSES = ("ce", "cw", "dlr", "dlr_targeted")
+
+
+def checkpoints(steps: int) -> list[int]:
+  """The APGD checkpoints `w_j = ceil(p_j * steps)` for `p_j <= 1`.
+
+  `p_0 = 0`, `p_1 = 0.22`, `p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`
+  (Croce & Hein, 2020). For 100 steps: [0, 22, 41, 57, 70, 80, 87, 93, 99].
+
+  Args:
+    steps: static number of iterations (>= 0).
+
+  Returns:
+    Sorted distinct checkpoints, starting with 0.
+
+  Raises:
+    TypeError, ValueError: `steps` not an int >= 0.
+  """
+  _checks.check_count(steps, "steps", 0)
+  p = [0.0, 0.22]
+  while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+    p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+  # round() strips float noise (0.41 * 100 = 41.000000000000004).
+  return sorted({math.ceil(round(q * steps, 6)) for q in p})
+
+
+def _schedule(steps: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per iteration i: is (i + 1) a checkpoint, and the period ending there."""
+  is_ckpt = np.zeros(max(steps, 1), bool)
+  period = np.ones(max(steps, 1), np.float32)
+  w = checkpoints(steps)
+  for prev, cur in zip(w, w[1:]):
+    if 0 < cur <= steps:
+      is_ckpt[cur - 1] = True
+      period[cur - 1] = cur - prev
+  return is_ckpt, period
+
+
+def _value_and_grad(value_fn: _ValueFn, x, y, delta, sign: float):
+  """(objective [B] to maximise, fooled [B], its input gradient) at x+delta."""
+
+  def total(d):
+    loss, fooled = value_fn(x + d, y)
+    return sign * jnp.sum(loss), (sign * loss, fooled)
+
+  g, (obj, fooled) = jax.grad(total, has_aux=True)(delta)
+  return obj, fooled, g
+
+
+def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
+              targeted: bool, rho: float, momentum: float,
+              loop: Optional[str]):
+  """One APGD run; returns (delta, objective, fooled) per example.
+
+  `delta` is the last fooling iterate where one was found, else the
+  highest-objective point (the objective is the loss, negated if targeted).
+  """
+  sign = -1.0 if targeted else 1.0
+  b = x.shape[0]
+  ex = lambda v: _projections._per_example(v, x.ndim)
+  delta0 = _common.start(key, x, eps, norm, True)
+  obj0, fooled0, g0 = _value_and_grad(value_fn, x, y, delta0, sign)
+  step0 = jnp.broadcast_to(2.0 * jnp.asarray(eps, x.dtype), (b,))
+  is_ckpt, period = (jnp.asarray(a) for a in _schedule(steps))
+  init = dict(delta=delta0, prev=delta0, grad=g0, obj=obj0, step_size=step0,
+              best=delta0, best_grad=g0, best_obj=obj0, fooled=fooled0,
+              adv=delta0, count=jnp.zeros(b, jnp.int32),
+              best_obj_ckpt=obj0, reduced_ckpt=jnp.zeros(b, bool))
+
+  def body(i, s):
+    a = jnp.where(i == 0, 1.0, momentum).astype(x.dtype)
+    z = _common.ascend(x, s["delta"], s["grad"], eps=eps,
+                       step_size=s["step_size"], norm=norm)
+    d = s["delta"] + a * (z - s["delta"]) + (1 - a) * (s["delta"] - s["prev"])
+    d = _projections.clip_box(x, _projections.project(d, eps, norm))
+    obj, fooled, g = _value_and_grad(value_fn, x, y, d, sign)
+    improved = obj > s["best_obj"]
+    best = jnp.where(ex(improved), d, s["best"])
+    best_grad = jnp.where(ex(improved), g, s["best_grad"])
+    best_obj = jnp.where(improved, obj, s["best_obj"])
+    count = s["count"] + (obj > s["obj"]).astype(jnp.int32)
+    ckpt = is_ckpt[i]
+    cond1 = count < rho * period[i]
+    cond2 = ~s["reduced_ckpt"] & (best_obj <= s["best_obj_ckpt"])
+    reduce = ckpt & (cond1 | cond2)
+    return dict(
+        delta=jnp.where(ex(reduce), best, d), prev=s["delta"],
+        grad=jnp.where(ex(reduce), best_grad, g), obj=obj,
+        step_size=jnp.where(reduce, s["step_size"] / 2, s["step_size"]),
+        best=best, best_grad=best_grad, best_obj=best_obj,
+        fooled=s["fooled"] | fooled,
+        adv=jnp.where(ex(fooled), d, s["adv"]),
+        count=jnp.where(ckpt, 0, count),
+        best_obj_ckpt=jnp.where(ckpt, best_obj, s["best_obj_ckpt"]),
+        reduced_ckpt=jnp.where(ckpt, reduce, s["reduced_ckpt"]))
+
+  s = _loop.run_loop(steps, body, init, loop)
+  delta = jnp.where(ex(s["fooled"]), s["adv"], s["best"])
+  return delta, s["best_obj"], s["fooled"]
+
+
+def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
+          targeted, rho, momentum, loop) -> jax.Array:
+  """APGD with restarts: per example, a fooling run wins, else the best loss."""
+  if not 0.0 < rho <= 1.0:
+    raise ValueError(f"`rho` must lie in (0, 1]; got {rho}.")
+  if not 0.0 <= momentum <= 1.0:
+    raise ValueError(f"`momentum` must lie in [0, 1]; got {momentum}.")
+  run = lambda k: _apgd_run(value_fn, x, y, k, eps=eps, steps=steps,
+                            norm=norm, targeted=targeted, rho=rho,
+                            momentum=momentum, loop=loop)
+  best = run(jax.random.fold_in(key, 0))
+
+  def restart(r, carry):
+    d0, o0, f0 = carry
+    d1, o1, f1 = run(jax.random.fold_in(key, r))
+    better = (f1 & ~f0) | ((f1 == f0) & (o1 > o0))
+    mask = better.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (jnp.where(mask, d1, d0), jnp.where(better, o1, o0), f0 | f1)
+
+  if restarts > 1:
+    best = jax.lax.fori_loop(1, restarts, restart, best)
+  return x + best[0]
+
+
+def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
+         eps, steps: int, norm: str = "linf", restarts: int = 1,
+         targeted: bool = False, rho: float = 0.75, momentum: float = 0.75,
+         loop: Optional[str] = None) -> jax.Array:
+  """Auto-PGD on a per-example loss (Croce & Hein, ICML 2020).
+
+  The interface of `jaxadv.attacks.pgd` without `step_size`: APGD sets its
+  own (`2 * eps`, halved per example at the checkpoints of `checkpoints`).
+  Returns, per example, the highest-loss point found (lowest for targeted).
+
+  Args:
+    loss_fn: `(x [B, ...], y [B]) -> [B]` per-example loss (e.g.
+      `jaxadv.losses.make_loss_fn(logits_fn, "ce")` for APGD-CE or "dlr"
+      for APGD-DLR).
+    x: float32 [B, ...] clean inputs, pixels in [0, 1].
+    y: int [B] labels, or target labels when `targeted`.
+    key: PRNG key (restart r starts uniformly in the ball from
+      `fold_in(key, r)`).
+    eps: scalar or [B] budget in pixel units; may be traced.
+    steps: static number of iterations (>= 0); 100 in AutoAttack.
+    norm: "linf" or "l2".
+    restarts: static number of runs (>= 1); each example keeps its best.
+    targeted: minimise the loss of the target `y` instead.
+    rho: condition-1 threshold on the fraction of loss-raising steps.
+    momentum: the paper's alpha (0.75).
+    loop: "unroll", "fori" or None (backend default).
+
+  Returns:
+    x_adv, same shape and dtype as `x`, `||x_adv - x||_norm <= eps` per
+    example, pixels in [0, 1].
+
+  Raises:
+    ValueError, TypeError: bad shapes, dtypes, pixel range, labels, negative
+      eps/steps, restarts < 1, unknown norm, rho outside (0, 1] or momentum
+      outside [0, 1].
+  """
+  _common.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
+  value_fn = lambda v, t: (loss_fn(v, t), jnp.zeros(v.shape[0], bool))
+  return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
+               restarts=restarts, targeted=targeted, rho=rho,
+               momentum=momentum, loop=loop)
+
+
+def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
+                key: jax.Array, *, eps, steps: int, loss: str = "ce",
+                target: Optional[jax.Array] = None, norm: str = "linf",
+                restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
+                loop: Optional[str] = None) -> jax.Array:
+  """APGD-CE / APGD-DLR / APGD-T on a model, as in AutoAttack.
+
+  Like `apgd`, but the model's logits also tell which iterates are
+  misclassified: an example returns the last misclassified iterate when
+  there was one (any restart), else its highest-loss point.
+
+  Args:
+    logits_fn: `x [B, ...] -> logits [B, C]`.
+    x: float32 [B, ...] clean inputs in [0, 1].
+    y: int [B] true labels.
+    key: PRNG key (random starts).
+    eps: scalar or [B], pixel units; may be traced.
+    steps: static iterations (100 in AutoAttack).
+    loss: "ce" (APGD-CE), "dlr" (APGD-DLR), "cw", or "dlr_targeted"
+      (APGD-T: maximise `jaxadv.losses.dlr_targeted` towards `target`).
+    target: int [B] target classes; required exactly for "dlr_targeted".
+    norm: "linf" or "l2".
+    restarts: static number of runs (>= 1).
+    rho, momentum, loop: as `apgd`.
+
+  Returns:
+    x_adv in the eps-ball around `x` and in [0, 1], same shape and dtype.
+
+  Raises:
+    ValueError, TypeError: bad inputs (as `apgd`), an unknown `loss`, or
+      `target` missing for / given without "dlr_targeted".
+  """
+  _common.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
+  _checks.check_choice(loss, "loss", LOGITS_LOSSES)
+  if (loss == "dlr_targeted") != (target is not None):
+    raise ValueError("`target` must be given exactly when "
+                     f"loss='dlr_targeted'; got loss={loss!r} and target "
+                     f"{'set' if target is not None else 'None'}.")
+  if target is not None:
+    _checks.check_labels(target, x.shape[0], "target")
+
+  def value_fn(v, labels):
+    logits = logits_fn(v)
+    if loss == "dlr_targeted":
+      value = losses.dlr_targeted(logits, labels, target)
+    else:
+      value = losses.get_loss(loss)(logits, labels)
+    return value, jnp.argmax(logits, axis=-1) != labels
+
+  return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
+               restarts=restarts, targeted=False, rho=rho, momentum=momentum,
+               loop=loop)

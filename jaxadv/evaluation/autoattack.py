@@ -1,0 +1,175 @@
+"""AutoAttack-style robustness evaluation: APGD-CE, APGD-T and Square.
+
+Croce & Hein (ICML 2020), "Reliable evaluation of adversarial robustness with
+an ensemble of diverse parameter-free attacks": the "standard" ensemble runs
+APGD-CE, then targeted APGD with the DLR loss towards each of the top-9
+other classes (by clean logits), then the Square attack (Andriushchenko et
+al., ECCV 2020), every attack only on the points still robust after the ones
+before it. An example is robust when it is classified correctly clean and
+survives every attack.
+
+Batching reuses `jaxadv.evaluation.robust`: fixed-size padded batches (one
+compilation per attack), `eps` traced, batches spread over local devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxadv import _checks
+from jaxadv import attacks
+from jaxadv.evaluation import robust
+
+STANDARD = ("apgd-ce", "apgd-t", "square")
+# attack name -> APGD loss ("square" is the score-based attack)
+_APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}
+ENSEMBLE_ATTACKS = tuple(_APGD_LOSSES) + ("square",)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply_fn", "loss", "steps", "restarts", "norm", "loop"))
+def _apgd_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
+                  loss: str, steps: int, restarts: int, norm: str,
+                  loop: Optional[str]) -> jax.Array:
+  """Correct under APGD; APGD-T aims at the `target_rank`-th other class."""
+  logits_fn = lambda v: apply_fn(variables, v, train=False)
+  target = None
+  if loss == "dlr_targeted":
+    clean = logits_fn(x)
+    others = jnp.where(jax.nn.one_hot(y, clean.shape[-1]) > 0, -jnp.inf,
+                       clean)
+    target = jnp.argsort(-others, axis=-1)[:, target_rank]
+  x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=steps,
+                              loss=loss, target=target, norm=norm,
+                              restarts=restarts, loop=loop)
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "queries", "p_init"))
+def _square_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
+                    queries: int, p_init: float) -> jax.Array:
+  del target_rank
+  logits_fn = lambda v: apply_fn(variables, v, train=False)
+  x_adv = attacks.square(logits_fn, x, y, key, eps=eps, queries=queries,
+                         p_init=p_init)
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+
+
+def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
+                        x: np.ndarray, y: np.ndarray, key: jax.Array, *,
+                        eps: float, norm: str = "linf",
+                        attack_names: Sequence[str] = STANDARD,
+                        apgd_steps: int = 100, apgd_restarts: int = 1,
+                        num_targets: int = 9, square_queries: int = 5000,
+                        square_p_init: float = 0.8, batch_size: int = 500,
+                        loop: Optional[str] = None,
+                        progress: bool = False) -> dict:
+  """Robust accuracy under the AutoAttack "standard" ensemble.
+
+  Attacks run in the order given, each only on the examples still robust
+  (correct clean and after every earlier attack); APGD-T runs once per
+  target class, the `num_targets` highest clean logits other than `y`.
+  Attack `a` uses the key `fold_in(key, a)`, its target rank `t`
+  `fold_in(., t)` and its batch `b` `fold_in(., b)`: the same key gives the
+  same result.
+
+  Args:
+    apply_fn: `apply_fn(variables, x, train=False) -> logits [B, C]`.
+    variables: model variables.
+    x: float32 [N, H, W, C] (or [N, D] without Square) in [0, 1].
+    y: int [N] true labels.
+    key: PRNG key.
+    eps: budget, pixel units (0.3 on MNIST, 8/255 on CIFAR).
+    norm: "linf" or "l2" (Square is L-inf only).
+    attack_names: a sequence of "apgd-ce", "apgd-dlr", "apgd-t", "square".
+    apgd_steps, apgd_restarts: APGD iterations and restarts (100, 1 in
+      AutoAttack).
+    num_targets: APGD-T target classes (9; capped at C - 1).
+    square_queries, square_p_init: Square's budget (5000) and p_init (0.8).
+    batch_size: fixed attack batch size (the last batch is padded).
+    loop: APGD loop form (None = backend default).
+    progress: progress bars.
+
+  Returns:
+    A dict: "clean_acc" and "robust_acc" (fractions); "per_attack": robust
+    accuracy after each attack, cumulative, in order; "attacked": how many
+    examples each attack ran on (APGD-T: summed over targets); "seconds":
+    wall time per attack; "robust": bool [N] per example; "fooled_by":
+    int [N], -1 robust, 0 wrong clean, a + 1 first fooled by attack a;
+    "attacks": the attack names.
+
+  Raises:
+    ValueError, TypeError: bad inputs, an unknown attack name, Square with
+      norm "l2", or counts out of range.
+  """
+  robust._validate(x, y, batch_size)
+  _checks.check_nonnegative(eps, "eps")
+  _checks.check_choice(norm, "norm", ("linf", "l2"))
+  for name in attack_names:
+    _checks.check_choice(name, "attack_names", ENSEMBLE_ATTACKS)
+  if "square" in attack_names and norm != "linf":
+    raise ValueError("the Square attack here is L-inf only; drop 'square' "
+                     f"from `attack_names` for norm={norm!r}.")
+  _checks.check_count(apgd_steps, "apgd_steps", 0)
+  _checks.check_count(apgd_restarts, "apgd_restarts", 1)
+  _checks.check_count(num_targets, "num_targets", 1)
+  _checks.check_count(square_queries, "square_queries", 1)
+  y = np.asarray(y, np.int32)
+  correct = robust.predict(apply_fn, variables, x, batch_size=batch_size) == y
+  fooled_by = np.where(correct, -1, 0)
+  out = {"clean_acc": float(correct.mean()), "per_attack": {},
+         "attacked": {}, "seconds": {}, "attacks": list(attack_names)}
+  variables, put = robust._placement(variables, batch_size)
+  eps_a = jnp.float32(eps)
+  num_classes = None
+  for a, name in enumerate(attack_names):
+    t0 = time.perf_counter()
+    if name == "square":
+      fn = functools.partial(_square_correct, queries=square_queries,
+                             p_init=square_p_init)
+      ranks = 1
+    else:
+      fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
+                             steps=apgd_steps, restarts=apgd_restarts,
+                             norm=norm, loop=loop)
+      ranks = 1
+      if name == "apgd-t":
+        if num_classes is None:
+          num_classes = int(jax.eval_shape(
+              lambda v: apply_fn(v, jnp.asarray(x[:1]), train=False),
+              variables).shape[-1])
+        ranks = min(num_targets, num_classes - 1)
+    attacked = 0
+    for r in range(ranks):
+      idx = np.nonzero(correct)[0]
+      if len(idx) == 0:
+        break
+      rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
+      bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
+                 desc=name + (f" target {r + 1}" if ranks > 1 else ""),
+                 mininterval=1.0)
+      for i, (chunk, n) in enumerate(robust._padded_batches(idx, batch_size)):
+        ok = np.asarray(fn(apply_fn, variables, put(x[chunk]), put(y[chunk]),
+                           jax.random.fold_in(rkey, i), eps_a,
+                           jnp.int32(r)))[:n]
+        real = chunk[:n]
+        fooled_by[real[~ok & correct[real]]] = a + 1
+        correct[real] &= ok
+        bar.update(n)
+      bar.close()
+      attacked += len(idx)
+    out["per_attack"][name] = float(correct.mean())
+    out["attacked"][name] = attacked
+    out["seconds"][name] = time.perf_counter() - t0
+  out["robust_acc"] = float(correct.mean())
+  out["robust"] = correct
+  out["fooled_by"] = fooled_by
+  return out
