@@ -23,10 +23,10 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
+from experiments.robust_training import _define_flags
 from experiments.robust_training import _json_dump
 from jaxadv import data
 from jaxadv import evaluation
@@ -198,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       del epoch
       acc = evaluation.accuracy(model.apply, training.variables_of(state),
                                 x_val, y_val)
-      return {"val_error": 1.0 - acc}
+      return {"val_error": round(1.0 - acc, 6)}
 
     # One pass of the loop is one pass over the unlabelled images.
     result = training.fit(
@@ -215,7 +215,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
               "num_labels": int(config.num_labels), "eps": float(config.eps),
               "xi": float(config.xi), "iterations": int(config.iterations),
               "alpha": float(config.alpha), "steps": int(result.batches),
-              "test_error": float(test_error), "val_error": float(val_error),
+              "test_error": round(float(test_error), 6),
+              "val_error": round(float(val_error), 6),
               "train_seconds": float(result.train_seconds)}
     print(f"[{name}] test error {100 * test_error:.2f}% (val "
           f"{100 * val_error:.2f}%), {result.train_seconds:.0f}s")
@@ -233,13 +234,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  config_flags.DEFINE_config_file(
-      "config", None, "Configuration file.", lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
