@@ -174,6 +174,7 @@ def test_entropy_confidence_and_frechet_distance():
     gan.frechet_distance(a, b[:, :2])
 
 
+@pytest.mark.slow
 def test_gan_experiment_test_config_on_real_mnist(tmp_path):
   from experiments import gan as gan_exp
   from experiments.configs import gan as gan_config

@@ -91,12 +91,13 @@ def test_power_iteration_finds_top_eigenvector_of_linear_softmax():
   assert np.all(np.asarray(kl_adv) > np.asarray(kl_rand))
 
 
-def test_r_adv_beats_random_directions_on_the_vat_mlp():
-  model = models.get_model("mlp", hidden=(64,), batch_norm=False)
-  x = _x(shape=(8, 28, 28, 1))
+def test_r_adv_beats_random_directions_on_an_mlp():
+  model = models.get_model("mlp", hidden=(16,), batch_norm=False)
+  x = _x(shape=(8, 4, 4, 1))
   variables = model.init(jax.random.key(0), x)
-  f = lambda z: model.apply(variables, z)
-  r = vat.virtual_adversarial_perturbation(f, x, jax.random.key(1), eps=1.0)
+  f = jax.jit(lambda z: model.apply(variables, z))
+  r = jax.jit(lambda x: vat.virtual_adversarial_perturbation(
+      f, x, jax.random.key(1), eps=1.0))(x)
   kl_adv = vat.kl_divergence(f(x), f(x + r))
   for s in range(5):
     d = jax.random.normal(jax.random.key(10 + s), x.shape)
@@ -115,10 +116,10 @@ def test_lds_gradient_ignores_the_clean_distribution():
     return jnp.sum(vat.lds_loss(f, x, jax.random.key(0), eps=0.0))
   value, grad = jax.value_and_grad(loss)(w)
   assert float(value) == 0.0
-  np.testing.assert_array_equal(grad, 0.0)
+  np.testing.assert_allclose(grad, 0.0, atol=1e-6)  # rounding only
   g2 = jax.grad(lambda w: jnp.sum(vat.lds_loss(
       lambda z: z @ w + b, x, jax.random.key(0), eps=1.0)))(w)
-  assert float(jnp.abs(g2).max()) > 0
+  assert float(jnp.abs(g2).max()) > 1e-3
 
 
 def test_bad_arguments():
@@ -141,7 +142,8 @@ def _bn_state():
                                      optax.sgd(0.1))
 
 
-@pytest.mark.parametrize("semi", [True, False])
+@pytest.mark.parametrize(
+    "semi", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_vat_step_is_one_sgd_update_of_ce_plus_alpha_lds(semi):
   state = _bn_state()
   x = _x(2, (8, 4, 4, 1))
@@ -149,15 +151,17 @@ def test_vat_step_is_one_sgd_update_of_ce_plus_alpha_lds(semi):
   x_u = _x(3, (16, 4, 4, 1))
   batch = {"x": x, "y": y, **({"x_ul": x_u} if semi else {})}
   key = jax.random.key(4)
-  new, metrics = jax.jit(training.vat_step(eps=0.5, alpha=2.0))(state, batch,
-                                                                key)
+  # xi = 1e-2: with 1e-6 the finite difference on this tiny random net is
+  # at float32 rounding level, and jit / eager rounding differ.
+  new, metrics = jax.jit(training.vat_step(eps=0.5, xi=1e-2, alpha=2.0))(
+      state, batch, key)
   # The same update written out by hand.
   xu = x_u if semi else x
   def f(params, z):
     return training.apply_model(state, params, z, train=True)[0]
   k = jax.random.fold_in(key, state.step)
   r = vat.virtual_adversarial_perturbation(lambda z: f(state.params, z), xu,
-                                           k, eps=0.5)
+                                           k, eps=0.5, xi=1e-2)
   p0 = jax.lax.stop_gradient(f(state.params, xu))
   def loss(params):
     ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
@@ -176,16 +180,18 @@ def test_vat_step_is_one_sgd_update_of_ce_plus_alpha_lds(semi):
 
 
 def test_vat_mlp_shapes_and_registry():
+  # Shapes only (jax.eval_shape): no compilation of the 2.4M-parameter net.
   model = models.get_model("vat_mlp")
-  x = _x(shape=(2, 28, 28, 1))
-  variables = models.init_model(model, jax.random.key(0), (2, 28, 28, 1))
+  x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
   assert models.has_batch_norm(variables)
-  kernels = [v.shape for k, v in variables["params"].items() if "fc" in k
-             or k == "logits" for v in [v["kernel"]]]
+  kernels = [variables["params"][k]["kernel"].shape
+             for k in ("fc1", "fc2", "logits")]
   assert kernels == [(784, 1200), (1200, 1200), (1200, 10)]
-  assert model.apply(variables, x).shape == (2, 10)
+  assert jax.eval_shape(model.apply, variables, x).shape == (2, 10)
   with pytest.raises(ValueError, match="rank-4"):
-    model.apply(variables, jnp.zeros((2, 784)))
+    jax.eval_shape(model.apply, variables,
+                   jax.ShapeDtypeStruct((2, 784), jnp.float32))
 
 
 def test_vat_experiment_test_config_on_real_mnist(tmp_path):
