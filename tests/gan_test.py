@@ -110,6 +110,7 @@ def test_gan_step_does_k_discriminator_updates():
                                                jax.random.key(3))
 
 
+@pytest.mark.slow
 def test_discriminator_update_equals_manual_value_and_grad():
   state = _state()
   x = 2 * jax.random.uniform(jax.random.key(2), (4, 28, 28, 1)) - 1
@@ -138,6 +139,7 @@ def test_discriminator_update_equals_manual_value_and_grad():
     np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.slow
 def test_gradient_norms_follow_d_of_g_of_z():
   state = _state()
   z = jax.random.normal(jax.random.key(6), (8, 16))
@@ -174,7 +176,7 @@ def test_entropy_confidence_and_frechet_distance():
     gan.frechet_distance(a, b[:, :2])
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~4 min of compilation on the shared 2-core machine
 def test_gan_experiment_test_config_on_real_mnist(tmp_path):
   from experiments import gan as gan_exp
   from experiments.configs import gan as gan_config
