@@ -34,12 +34,12 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 from PIL import Image
 from tqdm.auto import tqdm
 
+from experiments.robust_training import _define_flags
 from experiments.robust_training import _json_dump
 from jaxadv import data
 from jaxadv import evaluation
@@ -414,13 +414,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
 
 FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  config_flags.DEFINE_config_file(
-      "config", None, "Configuration file.", lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):

@@ -114,13 +114,14 @@ def _optimizer(config: ml_collections.ConfigDict
   return optax.adam(lr)
 
 
-# method -> (step builder, uses the unlabelled batch)
+# method -> (step builder, uses the unlabelled batch); VAT's eps comes from
+# `state.attack_params` (traced).
 METHODS = {
     "labels_only": (lambda c: training.natural_step(), False),
     "vat_supervised": (lambda c: training.vat_step(
-        eps=c.eps, xi=c.xi, iterations=c.iterations, alpha=c.alpha), False),
+        xi=c.xi, iterations=c.iterations, alpha=c.alpha), False),
     "vat": (lambda c: training.vat_step(
-        eps=c.eps, xi=c.xi, iterations=c.iterations, alpha=c.alpha), True),
+        xi=c.xi, iterations=c.iterations, alpha=c.alpha), True),
 }
 
 
@@ -191,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     build, semi = METHODS[name]
     state = training.create_train_state(
         model, jax.random.fold_in(jax.random.key(config.seed), i),
-        (1,) + x_l.shape[1:], _optimizer(config))
+        (1,) + x_l.shape[1:], _optimizer(config), eps=config.eps)
     step_fn = with_labelled(build(config), x_l, y_l,
                             config.labelled_batch_size, semi_supervised=semi)
     def epoch_fn(state, epoch):

@@ -37,6 +37,7 @@ from jaxadv import _checks
 from jaxadv import losses
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
+from jaxadv.training.state import current_attack_params
 from jaxadv.training.steps import Batch
 from jaxadv.training.steps import StepFn
 
@@ -162,8 +163,8 @@ def lds_loss(logits_fn: LogitsFn, x: jax.Array, key: jax.Array, *, eps,
   return kl_divergence(logits, logits_fn(x + r_adv))
 
 
-def vat_step(*, eps: float, xi: float = 1e-6, iterations: int = 1,
-             alpha: float = 1.0) -> StepFn:
+def vat_step(*, eps: Optional[float] = None, xi: float = 1e-6,
+             iterations: int = 1, alpha: float = 1.0) -> StepFn:
   """A virtual adversarial training step, supervised or semi-supervised.
 
   Miyato et al., TPAMI 2018. The loss of one update is
@@ -179,8 +180,10 @@ def vat_step(*, eps: float, xi: float = 1e-6, iterations: int = 1,
   `x_u` (the unlabelled batch when there is one).
 
   Args:
-    eps: L2 radius of `r_adv` per example, pixel units (Python float; may
-      also be a traced scalar).
+    eps: L2 radius of `r_adv` per example, pixel units; None (the default)
+      reads it from `state.attack_params` (traced, so an eps sweep does not
+      recompile; `create_train_state(..., eps=...)`, with its optional
+      linear ramp).
     xi: power-iteration finite-difference step (1e-6 in the paper).
     iterations: power-iteration steps, static (1 in the paper).
     alpha: weight of the LDS term (1 in the paper).
@@ -196,7 +199,8 @@ def vat_step(*, eps: float, xi: float = 1e-6, iterations: int = 1,
       `xi` or `alpha`.
   """
   _checks.check_count(iterations, "iterations", 1)
-  _checks.check_nonnegative(eps, "eps")
+  if eps is not None:
+    _checks.check_nonnegative(eps, "eps")
   _checks.check_nonnegative(xi, "xi")
   _checks.check_nonnegative(alpha, "alpha")
 
@@ -212,8 +216,9 @@ def vat_step(*, eps: float, xi: float = 1e-6, iterations: int = 1,
     # p(.|x_u) and r_adv at the current parameters: constants of the update.
     logits_u, batch_stats = apply_model(state, state.params, x_u, train=True)
     logits_u = jax.lax.stop_gradient(logits_u)
+    radius = current_attack_params(state)[0] if eps is None else eps
     r_adv = virtual_adversarial_perturbation(
-        perturbed_logits(state.params), x_u, key, eps=eps, xi=xi,
+        perturbed_logits(state.params), x_u, key, eps=radius, xi=xi,
         iterations=iterations, logits=logits_u)
 
     def loss_fn(params):
