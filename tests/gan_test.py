@@ -94,6 +94,7 @@ def test_dcgan_shapes_range_and_architecture():
     gan.sample(state, jnp.zeros((2, 4, 4, 1)))
 
 
+@pytest.mark.slow
 def test_gan_step_does_k_discriminator_updates():
   k = 2
   state = _state()
