@@ -4,6 +4,7 @@ from jaxadv import attacks
 from jaxadv import data
 from jaxadv import defenses
 from jaxadv import evaluation
+from jaxadv import gan
 from jaxadv import losses
 from jaxadv import models
 from jaxadv import training

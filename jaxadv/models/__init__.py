@@ -7,6 +7,8 @@ statistics in the `batch_stats` collection.
 
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
+from jaxadv.models.mlp import MLP
+from jaxadv.models.mlp import VATMLP
 from jaxadv.models.registry import get_model
 from jaxadv.models.registry import has_batch_norm
 from jaxadv.models.registry import init_model

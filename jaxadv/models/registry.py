@@ -24,6 +24,8 @@ import jax.numpy as jnp
 
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
+from jaxadv.models.mlp import MLP
+from jaxadv.models.mlp import VATMLP
 from jaxadv.models.resnet import PreActResNet18
 from jaxadv.models.wide_resnet import WideResNet16_4
 from jaxadv.models.wide_resnet import WideResNet28_10
@@ -42,10 +44,12 @@ ModelConstructor = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelConstructor] = {
     "fast_at_mnist": FastATMNIST,
     "madry_cnn": MadryCNN,
+    "mlp": MLP,
     "preact_resnet18": PreActResNet18,
     "wide_resnet28_10": WideResNet28_10,
     "wide_resnet34_10": WideResNet34_10,
     "wide_resnet16_4": WideResNet16_4,
+    "vat_mlp": VATMLP,
 }
 
 
@@ -59,7 +63,9 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
   Built-in names: `"fast_at_mnist"` (`FastATMNIST`), `"madry_cnn"`
   (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"wide_resnet28_10"`,
-  `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants).
+  `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants),
+  `"mlp"` (`MLP`) and `"vat_mlp"` (784-1200-1200-10 with BatchNorm, the
+  MNIST network of virtual adversarial training).
 
   Args:
     name: Registered model name (see `list_models()`).

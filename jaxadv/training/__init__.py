@@ -1,4 +1,4 @@
-"""Training: the shared step skeleton, trainers, schedules and the loop."""
+"""Training: the shared step skeleton, trainers (VAT included), schedules, the loop."""
 
 from jaxadv.training.loop import TrainResult
 from jaxadv.training.loop import TrainingDivergedError
@@ -18,3 +18,7 @@ from jaxadv.training.steps import make_step
 from jaxadv.training.steps import mixup_step
 from jaxadv.training.steps import natural_step
 from jaxadv.training.steps import pgd_at_step
+from jaxadv.training.vat import kl_divergence
+from jaxadv.training.vat import lds_loss
+from jaxadv.training.vat import vat_step
+from jaxadv.training.vat import virtual_adversarial_perturbation
