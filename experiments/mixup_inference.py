@@ -48,6 +48,7 @@ from jaxadv import data
 from jaxadv import defenses
 from jaxadv import losses
 from jaxadv import models
+from jaxadv import parallel
 from jaxadv import training
 
 RESULT_KEYS = ("model", "defense", "attack", "targeted", "mode", "steps",
@@ -82,8 +83,9 @@ def _json_load(path: str, default: Any) -> Any:
 
 
 def train_model(name: str, config: ml_collections.ConfigDict, x, y,
-                workdir: str, num_classes: int):
-  """Trains model `name` (config section `config[name]`); resumable."""
+                workdir: str, num_classes: int, mesh=None):
+  """Trains model `name` (config section `config[name]`); resumable; data
+  parallel over `mesh` when given."""
   mc = config[name]
   if mc.step not in STEPS:
     raise ValueError(f"unknown step {mc.step!r} for model {name!r}; valid: "
@@ -104,7 +106,7 @@ def train_model(name: str, config: ml_collections.ConfigDict, x, y,
       num_batches=num_batches, seed=config.seed,
       workdir=os.path.join(workdir, "checkpoints", name),
       checkpoint_every=config.checkpoint_every, desc=f"train {name}",
-      progress=config.progress)
+      progress=config.progress, mesh=mesh)
   return model, training.variables_of(result.state), result
 
 
@@ -157,8 +159,10 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
   raise ValueError(f"unknown defense {name!r}; valid: {DEFENSE_NAMES}.")
 
 
-def _batched(fn: Callable, arrays: tuple, batch_size: int) -> np.ndarray:
-  """Applies jitted `fn(*batch)` over fixed-size batches (last one padded)."""
+def _batched(fn: Callable, arrays: tuple, batch_size: int,
+             put: Callable = np.asarray) -> np.ndarray:
+  """Applies jitted `fn(*batch)` over fixed-size batches (last one padded);
+  `put` places each batch array (e.g. split over devices)."""
   n = len(arrays[0])
   out = []
   for start in range(0, n, batch_size):
@@ -166,17 +170,27 @@ def _batched(fn: Callable, arrays: tuple, batch_size: int) -> np.ndarray:
     pad = batch_size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
-    out.append(np.asarray(fn(*chunk))[:batch_size - pad])
+    out.append(parallel.to_host(fn(*map(put, chunk)))[:batch_size - pad])
   return np.concatenate(out)
 
 
 class Evaluator:
-  """Jitted defences and attacks for one trained model, cached by signature."""
+  """Jitted defences and attacks for one trained model, cached by signature.
 
-  def __init__(self, config, model, variables, pools, mi_ol_lam):
+  With a `mesh`, every batch (and so MI's N x B forward) is split over its
+  devices and the variables are replicated.
+  """
+
+  def __init__(self, config, model, variables, pools, mi_ol_lam, mesh=None):
     self.config, self.model, self.variables = config, model, variables
     self.pools, self.mi_ol_lam = pools, mi_ol_lam
     self._cache: dict = {}
+    self.put = np.asarray
+    if mesh is not None:
+      parallel.check_batch_size(config.eval.batch_size, mesh,
+                                "config.eval.batch_size")
+      self.variables = parallel.replicate(variables, mesh)
+      self.put = lambda a: parallel.shard_batch(a, mesh)
 
   def _jit(self, signature, build):
     if signature not in self._cache:
@@ -192,14 +206,16 @@ class Evaluator:
     bs = self.config.eval.batch_size
     keys = [jax.random.fold_in(key, i) for i in range(-(-len(x) // bs))]
     it = iter(keys)
-    return _batched(lambda xb: fn(self.variables, xb, next(it)), (x,), bs)
+    return _batched(lambda xb: fn(self.variables, xb, next(it)), (x,), bs,
+                    self.put)
 
   def probs(self, defense: str, x: np.ndarray, key, **overrides) -> np.ndarray:
     """Probabilities of MI with overridden lam (analysis), [n, C]."""
     fn = self._jit(("mi_lam", defense), lambda: self._mi_lam_fn(defense))
     bs = self.config.eval.batch_size
     return _batched(lambda xb: fn(self.variables, xb, key,
-                                  jnp.float32(overrides["lam"])), (x,), bs)
+                                  jnp.float32(overrides["lam"])), (x,), bs,
+                    self.put)
 
   def _mi_lam_fn(self, defense):
     mc, apply_fn = self.config.mi, self.model.apply
@@ -229,7 +245,7 @@ class Evaluator:
     fn = self._jit(("pgd", steps, targeted), build)
     return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
                                       jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
   def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """EOT-PGD through the defence (capped draws per step)."""
@@ -250,7 +266,7 @@ class Evaluator:
     fn = self._jit(("eot", defense, steps, targeted), build)
     return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
                                       jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """Pang et al.'s adaptive attack: mean PGD perturbation on mixed inputs."""
@@ -273,7 +289,7 @@ class Evaluator:
     fn = self._jit(("paper", defense, steps, targeted), build)
     return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
                                       jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
 
 # --------------------------------------------------------------------------
@@ -590,9 +606,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The result records (also in `workdir/results.json`).
   """
   os.makedirs(workdir, exist_ok=True)
-  devices = jax.devices()
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{len(devices)} device(s): {devices}")
+  mesh = parallel.make_mesh(config.num_devices)
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}")
+  print(parallel.describe(mesh))
   for d in config.defenses:
     if d not in DEFENSE_NAMES:
       raise ValueError(f"unknown defense {d!r}; valid: {DEFENSE_NAMES}.")
@@ -629,11 +645,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   for name in config.models:
     model, variables, result = train_model(name, config, x, y, workdir,
-                                           num_classes)
+                                           num_classes, mesh)
     details["train"][name] = {"seconds": result.train_seconds,
                               "batches": result.batches,
                               "config": config[name].to_dict()}
-    ev = Evaluator(config, model, variables, pools, config[name].mi_ol_lam)
+    ev = Evaluator(config, model, variables, pools, config[name].mi_ol_lam,
+                   mesh)
     timings = evaluate_model(name, ev, config, test, targets, records, save,
                              jax.random.fold_in(key, 200 +
                                                 list(config.models).index(name)))

@@ -31,6 +31,7 @@ import optax
 from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import models
+from jaxadv import parallel
 from jaxadv import training
 
 RESULT_KEYS = ("method", "dataset", "eps", "clean_acc", "fgsm_acc", "pgd_acc",
@@ -115,8 +116,9 @@ def setup_method(name: str, config: ml_collections.ConfigDict,
 
 
 def train_method(name: str, config: ml_collections.ConfigDict, train, val,
-                 workdir: str) -> tuple[training.TrainResult, dict]:
-  """Trains one method; returns the result and its cost bookkeeping."""
+                 workdir: str, mesh=None) -> tuple[training.TrainResult, dict]:
+  """Trains one method (data parallel over `mesh`, when given); returns the
+  result and its cost bookkeeping."""
   mc = config[name]
   x, y = train
   setup = setup_method(name, config, len(x), x.shape[1:])
@@ -131,7 +133,8 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
     acc = evaluation.robust_accuracy(
         model.apply, variables, x_val, y_val, val_key, attack="pgd",
         eps=config.eps, step_size=config.val_pgd_step_size,
-        steps=config.val_pgd_steps, batch_size=min(500, len(x_val)))
+        steps=config.val_pgd_steps, batch_size=min(500, len(x_val)),
+        mesh=mesh)
     out = {"val_pgd_acc": acc}
     # Catastrophic overfitting (Wong et al., 2020): PGD accuracy collapses.
     # Judged only at full eps (after the ramp): while eps grows, the check's
@@ -150,7 +153,7 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
       workdir=os.path.join(workdir, "checkpoints", name),
       checkpoint_every=config.checkpoint_every, epoch_fn=epoch_fn,
       select="val_pgd_acc" if mc.select_best else None, desc=name,
-      progress=config.progress)
+      progress=config.progress, mesh=mesh)
   cost = {"train_steps": result.batches * setup.replays,
           "fwd_bwd_passes": result.batches * setup.passes_per_batch,
           "train_seconds": result.train_seconds,
@@ -218,9 +221,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The list of result records (also written to `workdir/results.json`).
   """
   os.makedirs(workdir, exist_ok=True)
-  devices = jax.devices()
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{len(devices)} device(s): {devices}")
+  mesh = parallel.make_mesh(config.num_devices)
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}")
+  print(parallel.describe(mesh))
   train, val, test = load_data(config)
   print(f"{config.dataset}: {len(train[0])} train, {len(val[0])} validation, "
         f"{len(test[0])} test examples")
@@ -238,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if name in details and "record" in details[name]:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
-    result, cost = train_method(name, config, train, val, workdir)
+    result, cost = train_method(name, config, train, val, workdir, mesh)
     variables = training.variables_of(result.state)
     ec = config.eval
     t0 = time.perf_counter()
@@ -247,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         jax.random.fold_in(key, 1000), eps=config.eps,
         pgd_steps=ec.pgd_steps, pgd_step_size=ec.pgd_step_size,
         pgd_restarts=ec.pgd_restarts, batch_size=ec.batch_size,
-        progress=config.progress)
+        progress=config.progress, mesh=mesh)
     eval_seconds = time.perf_counter() - t0
     checks = evaluation.sanity_checks(
         model.apply, variables, test[0], test[1],

@@ -195,6 +195,22 @@ def shard_state(state: Any, mesh: Mesh) -> Any:
   return jax.tree.map(_put, state, state_sharding(state, mesh))
 
 
+def jit_step(step_fn: Callable, state: Any, mesh: Mesh, *,
+             donate: bool = True) -> Callable:
+  """`jax.jit(step_fn)` with the data-parallel shardings of `state`'s layout.
+
+  In: (`state_sharding(state)`, batch split over `"data"`, key replicated);
+  out: (`state_sharding(state)`, metrics replicated). The arguments must
+  already be placed (`shard_state`, `shard_batch`); `data_parallel` does it.
+  """
+  shardings = state_sharding(state, mesh)
+  return jax.jit(step_fn,
+                 in_shardings=(shardings, batch_sharding(mesh),
+                               replicated(mesh)),
+                 out_shardings=(shardings, replicated(mesh)),
+                 donate_argnums=(0,) if donate else ())
+
+
 def data_parallel(step_fn: Callable, mesh: Mesh, *, donate: bool = True
                   ) -> Callable:
   """Runs a training step `(state, batch, key) -> (state, metrics)` on `mesh`.
@@ -220,15 +236,10 @@ def data_parallel(step_fn: Callable, mesh: Mesh, *, donate: bool = True
   compiled: dict = {}
 
   def step(state, batch, key):
-    shardings = state_sharding(state, mesh)
     treedef = jax.tree.structure(state)
     if treedef not in compiled:
-      compiled[treedef] = jax.jit(
-          step_fn, in_shardings=(shardings, batch_sharding(mesh),
-                                 replicated(mesh)),
-          out_shardings=(shardings, replicated(mesh)),
-          donate_argnums=(0,) if donate else ())
-    state = jax.tree.map(_put, state, shardings)
+      compiled[treedef] = jit_step(step_fn, state, mesh, donate=donate)
+    state = jax.tree.map(_put, state, state_sharding(state, mesh))
     return compiled[treedef](state, shard_batch(batch, mesh),
                              _put(key, replicated(mesh)))
 

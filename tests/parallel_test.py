@@ -141,3 +141,15 @@ def test_make_mesh_and_shard_batch_checks():
   placed = parallel.shard_batch(batch, mesh)
   np.testing.assert_array_equal(parallel.to_host(placed)["y"], batch["y"])
   assert placed["x"].sharding == parallel.batch_sharding(mesh)
+
+
+def test_ring_allreduce_formula_and_hlo_byte_count():
+  from experiments import scaling
+  # 2 (n - 1) / n * bytes / bandwidth: 8 devices, 1 GB at 1 GB/s = 1.75 s.
+  assert scaling.ring_allreduce_seconds(1e9, 8, 1e9) == pytest.approx(1.75)
+  assert scaling.ring_allreduce_seconds(1e9, 1, 1e9) == 0.0
+  hlo = ("  %all-reduce.3 = (f32[16]{0}, f32[4,4,1,16]{3,2,1,0}) "
+         "all-reduce(%a, %b), channel_id=1\n"
+         "  %ars = f32[10]{0} all-reduce-start(%c)\n"
+         "  %add.1 = f32[99]{0} add(%d, %e)\n")
+  assert scaling.allreduce_bytes_in_hlo(hlo) == 4 * (16 + 256 + 10)
