@@ -58,7 +58,8 @@ def _assert_same_training(report: dict, names) -> None:
           f"{r['max_leaf_rel_diff']:.3g}) after {r['updates']} updates")
     assert r["updates"] == 50
     assert r["max_rel_diff"] < REL_TOL, (name, r)
-    assert r["loss_1"] == pytest.approx(r["loss_4"], rel=1e-4)
+    if not name.endswith("_resume"):  # its history has the 2nd half only
+      assert r["loss_1"] == pytest.approx(r["loss_4"], rel=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def test_one_vs_four_devices_robust_accuracy_and_mixup_inference(single_run):
 
 @pytest.mark.slow
 def test_one_vs_four_devices_other_trainers(tmp_path):
-  names = ("pgd_at", "fgsm_rs", "mixup", "iat", "natural_bn")
+  names = ("pgd_at", "fgsm_rs", "mixup", "iat", "natural_bn",
+           "free_at_resume")
   report = _single(tmp_path, names)
   _assert_same_training(report, names)
 

@@ -58,6 +58,9 @@ TRAINERS = {  # name -> (step builder, replays per batch, model name)
     "pgd_at": (lambda: training.pgd_at_step(steps=3), 1, "fast_at_mnist"),
     "fgsm_rs": (lambda: training.fgsm_rs_step(), 1, "fast_at_mnist"),
     "free_at": (lambda: training.free_at_step(replays=2), 2, "fast_at_mnist"),
+    # 4 devices: stopped half-way and resumed from the checkpoint.
+    "free_at_resume": (lambda: training.free_at_step(replays=2), 2,
+                       "fast_at_mnist"),
     "mixup": (lambda: training.mixup_step(alpha=1.0), 1, "fast_at_mnist"),
     "iat": (lambda: training.iat_step(steps=2), 1, "fast_at_mnist"),
     "natural_bn": (lambda: training.natural_step(), 1, "tiny_bn"),
@@ -72,16 +75,26 @@ def _model(name):
   return TinyBN() if name == "tiny_bn" else models.get_model(name)
 
 
-def train(name, x, y, mesh, optimizer="sgd"):
+def train(name, x, y, mesh, optimizer="sgd", workdir=None):
+  """50 updates of trainer `name`; "*_resume" on a mesh: stopped half-way,
+  then resumed from its checkpoint in `workdir`."""
   build, replays, model_name = TRAINERS[name]
-  state = training.create_train_state(
-      _model(model_name), jax.random.key(0), (1, 28, 28, 1),
-      OPTIMIZERS[optimizer], eps=EPS, step_size=0.1,
-      delta_shape=(BATCH, 28, 28, 1) if replays > 1 else None)
-  result = training.fit(state, build(), x, y, batch_size=BATCH,
-                        num_batches=UPDATES // replays, seed=0,
-                        progress=False, mesh=mesh)
-  return result
+
+  def run(num_batches):
+    state = training.create_train_state(
+        _model(model_name), jax.random.key(0), (1, 28, 28, 1),
+        OPTIMIZERS[optimizer], eps=EPS, step_size=0.1,
+        delta_shape=(BATCH, 28, 28, 1) if replays > 1 else None)
+    return training.fit(state, build(), x, y, batch_size=BATCH,
+                        num_batches=num_batches, seed=0, progress=False,
+                        mesh=mesh, workdir=workdir)
+
+  total = UPDATES // replays
+  if name.endswith("_resume") and mesh is not None:
+    run(total // 2)  # the "killed" run: its last checkpoint is at total // 2
+  else:
+    workdir = None
+  return run(total)
 
 
 def _flat(state):
@@ -114,7 +127,8 @@ def single(out_dir, trainers=DEFAULT_TRAINERS, optimizer="sgd"):
   for name in ("natural",) + tuple(t for t in trainers if t != "natural"):
     t0 = time.perf_counter()
     r1 = train(name, x, y, None, optimizer)
-    r4 = train(name, x, y, mesh4, optimizer)
+    r4 = train(name, x, y, mesh4, optimizer,
+               workdir=os.path.join(out_dir, f"ckpt_{name}"))
     p1, p4 = _flat(r1.state), _flat(r4.state)
     entry = _compare(p1, p4)
     entry["updates"] = int(r4.state.step)
