@@ -19,6 +19,9 @@ defences. Writes:
   gaps and their ROC-AUC, the lam analysis, timings;
 * plots: `acc_vs_lam.png`, `probs_vs_lam.png`, `acc_vs_eps.png`.
 
+Several hosts: the same command in every process with
+`--coordinator_address=HOST:PORT --num_processes=P --process_id=i`.
+
 Started again with the same workdir, it resumes: trained models from their
 checkpoints, evaluation from the records already written.
 """
@@ -43,6 +46,8 @@ import optax
 import tqdm
 
 from experiments.robust_training import _json_dump
+from experiments.robust_training import define_multihost_flags
+from experiments.robust_training import maybe_initialize_distributed
 from jaxadv import attacks
 from jaxadv import data
 from jaxadv import defenses
@@ -660,11 +665,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                           jax.random.fold_in(key, 300))
     _json_dump(details, details_path)
 
-  _plots(details, records, config, workdir)
   table = format_tables(records, config)
   analysis_md = format_analysis(details, config)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n\n" + analysis_md + "\n")
+  if jax.process_index() == 0:  # multi-host: process 0 writes the results
+    _plots(details, records, config, workdir)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n\n" + analysis_md + "\n")
   print(table)
   print(analysis_md)
   return records
@@ -699,11 +705,13 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file(
       "config", None, "Experiment configuration file.", lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
+  define_multihost_flags()
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  maybe_initialize_distributed()
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

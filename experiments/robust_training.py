@@ -3,6 +3,10 @@ r"""Natural, FGSM-RS, free and PGD adversarial training, evaluated side by side.
   python -m experiments.robust_training \
       --config=experiments/configs/robust_mnist.py --workdir=/tmp/robust_mnist
 
+Several hosts: start the same command in every process with
+`--coordinator_address=HOST:PORT --num_processes=P --process_id=i` (each
+process sees the same data; process 0 writes the results).
+
 Writes `WORKDIR/results.json` (one record per method with keys method,
 dataset, eps, clean_acc, fgsm_acc, pgd_acc, pgd_steps, pgd_restarts,
 train_seconds, train_steps, fwd_bwd_passes), `WORKDIR/details.json` (training
@@ -56,6 +60,8 @@ OPTIMIZERS = {
 
 
 def _json_dump(obj: Any, path: str) -> None:
+  if jax.process_index() != 0:  # multi-host: process 0 writes the results
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -277,10 +283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     _json_dump(details, details_path)
     records.append(record)
   _json_dump(records, os.path.join(workdir, "results.json"))
-  _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
   table = format_table(records)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
+  if jax.process_index() == 0:
+    _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n")
   print(table)
   return records
 
@@ -288,9 +295,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 FLAGS = flags.FLAGS
 
 
+def define_multihost_flags() -> None:
+  """--coordinator_address / --num_processes / --process_id (multi-host)."""
+  flags.DEFINE_string("coordinator_address", None,
+                      "Multi-host: host:port of process 0 for "
+                      "jax.distributed.initialize; unset = one process.")
+  flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins the other processes when --coordinator_address is given."""
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+
+
 def _define_flags() -> None:
   # Defined only when run as a script, so other scripts can import this one.
   flags.DEFINE_string("workdir", None, "Output directory.")
+  define_multihost_flags()
   config_flags.DEFINE_config_file(
       "config", None, "Training configuration file.", lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
@@ -299,6 +324,7 @@ def _define_flags() -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  maybe_initialize_distributed()
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

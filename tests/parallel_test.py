@@ -155,3 +155,36 @@ def test_ring_allreduce_formula_and_hlo_byte_count():
          "  %ars = f32[10]{0} all-reduce-start(%c)\n"
          "  %add.1 = f32[99]{0} add(%d, %e)\n")
   assert scaling.allreduce_bytes_in_hlo(hlo) == 4 * (16 + 256 + 10)
+
+
+@pytest.mark.slow
+def test_robust_training_script_two_processes_match_one(tmp_path):
+  """experiments/robust_training.py as 2 processes x 2 devices = 1 x 4."""
+  args = ["-m", "experiments.robust_training",
+          "--config=experiments/configs/robust_mnist.py:quick",
+          "--config.methods=('natural','free')", "--config.train_limit=1400",
+          "--config.val_size=200", "--config.test_limit=200",
+          "--config.eval.batch_size=100", "--config.eval.sanity_subset=100",
+          "--config.checkpoint_every=5", "--config.progress=False"]
+  one = subprocess.run([sys.executable, *args, f"--workdir={tmp_path / 'one'}"],
+                       env=_env(4), cwd=ROOT, capture_output=True, text=True,
+                       timeout=900, check=False)
+  assert one.returncode == 0, one.stderr[-4000:]
+  assert "4 device(s) in 1 process(es)" in one.stdout
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, *args, f"--workdir={tmp_path / 'two'}",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+       f"--process_id={i}"], env=_env(2), cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=900) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-4000:]
+  assert "4 device(s) in 2 process(es)" in outs[0][0]
+  with open(tmp_path / "one" / "results.json") as f:
+    ref = json.load(f)
+  with open(tmp_path / "two" / "results.json") as f:
+    got = json.load(f)
+  for r, g in zip(ref, got, strict=True):
+    for k in ("clean_acc", "fgsm_acc", "pgd_acc", "train_steps"):
+      assert r[k] == g[k], (r["method"], k, r[k], g[k])
