@@ -27,7 +27,6 @@ if __name__ == "__main__" and sys.argv[1] == "multihost":
                              num_processes=2, process_id=int(sys.argv[3]))
 
 import flax.linen as nn  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp
 import numpy as np
 import optax
 
