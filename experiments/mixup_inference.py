@@ -125,7 +125,9 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
   """The defence `name` as `probs(variables, x, key) -> [B, C]`.
 
   With `max_samples`, every random average uses at most that many draws
-  (used inside the adaptive attacks, where each step re-draws anyway).
+  (used inside the adaptive attacks, where each step re-draws anyway). MI-PL
+  and MI-OL also take an optional traced `lam` overriding their mixing
+  weight (the lam analysis).
   """
   cap = (lambda n: n) if max_samples is None else (
       lambda n: max(1, min(n, max_samples)))
@@ -146,12 +148,12 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
         logits_fn(v), x, key, transform=name,
         num_samples=cap(bc.num_samples), chunk_size=chunk, **kwargs)
   if name == "mi_pl":
-    return lambda v, x, key: defenses.mi_pl(
-        logits_fn(v), x, pools["pl"], key, lam=mc.pl_lam,
+    return lambda v, x, key, lam=mc.pl_lam: defenses.mi_pl(
+        logits_fn(v), x, pools["pl"], key, lam=lam,
         num_samples=cap(mc.pl_num_samples), chunk_size=chunk).probs
   if name == "mi_ol":
-    return lambda v, x, key: defenses.mi_ol(
-        logits_fn(v), x, pools["ol"], key, lam=mi_ol_lam,
+    return lambda v, x, key, lam=mi_ol_lam: defenses.mi_ol(
+        logits_fn(v), x, pools["ol"], key, lam=lam,
         num_samples=cap(mc.ol_num_samples), chunk_size=chunk).probs
   if name == "mi_combined":
     return lambda v, x, key: defenses.mi_combined(
@@ -166,16 +168,18 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
 
 def _batched(fn: Callable, arrays: tuple, batch_size: int,
              put: Callable = np.asarray) -> np.ndarray:
-  """Applies jitted `fn(*batch)` over fixed-size batches (last one padded);
-  `put` places each batch array (e.g. split over devices)."""
+  """Applies jitted `fn(index, *batch)` over fixed-size batches (last one
+  padded); `index` numbers the batches; `put` places each batch array (e.g.
+  split over devices)."""
   n = len(arrays[0])
   out = []
-  for start in range(0, n, batch_size):
+  for index, start in enumerate(range(0, n, batch_size)):
     chunk = [a[start:start + batch_size] for a in arrays]
     pad = batch_size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
-    out.append(parallel.to_host(fn(*map(put, chunk)))[:batch_size - pad])
+    out.append(
+        parallel.to_host(fn(index, *map(put, chunk)))[:batch_size - pad])
   return np.concatenate(out)
 
 
@@ -202,37 +206,25 @@ class Evaluator:
       self._cache[signature] = jax.jit(build())
     return self._cache[signature]
 
+  def _defense(self, defense: str, **kwargs) -> Callable:
+    return make_defense(defense, self.config, self.model.apply, self.pools,
+                        mi_ol_lam=self.mi_ol_lam, **kwargs)
+
   def predict(self, defense: str, x: np.ndarray, key) -> np.ndarray:
-    """Predicted labels of the full (evaluation-time) defence."""
+    """Predicted labels of the full (evaluation-time) defence; batch i uses
+    `fold_in(key, i)`."""
     fn = self._jit(("probs", defense), lambda: (
-        lambda v, x, k: jnp.argmax(make_defense(
-            defense, self.config, self.model.apply, self.pools,
-            mi_ol_lam=self.mi_ol_lam)(v, x, k), -1)))
-    bs = self.config.eval.batch_size
-    keys = [jax.random.fold_in(key, i) for i in range(-(-len(x) // bs))]
-    it = iter(keys)
-    return _batched(lambda xb: fn(self.variables, xb, next(it)), (x,), bs,
-                    self.put)
+        lambda v, x, k: jnp.argmax(self._defense(defense)(v, x, k), -1)))
+    return _batched(
+        lambda i, xb: fn(self.variables, xb, jax.random.fold_in(key, i)),
+        (x,), self.config.eval.batch_size, self.put)
 
-  def probs(self, defense: str, x: np.ndarray, key, **overrides) -> np.ndarray:
-    """Probabilities of MI with overridden lam (analysis), [n, C]."""
-    fn = self._jit(("mi_lam", defense), lambda: self._mi_lam_fn(defense))
-    bs = self.config.eval.batch_size
-    return _batched(lambda xb: fn(self.variables, xb, key,
-                                  jnp.float32(overrides["lam"])), (x,), bs,
-                    self.put)
-
-  def _mi_lam_fn(self, defense):
-    mc, apply_fn = self.config.mi, self.model.apply
-
-    def fn(v, x, key, lam):
-      logits_fn = lambda z: apply_fn(v, z, train=False)
-      if defense == "mi_pl":
-        return defenses.mi_pl(logits_fn, x, self.pools["pl"], key, lam=lam,
-                              num_samples=mc.pl_num_samples).probs
-      return defenses.mi_ol(logits_fn, x, self.pools["ol"], key, lam=lam,
-                            num_samples=mc.ol_num_samples).probs
-    return fn
+  def probs(self, defense: str, x: np.ndarray, key, lam) -> np.ndarray:
+    """MI-PL / MI-OL probabilities at mixing weight `lam` (traced), [n, C]."""
+    fn = self._jit(("mi_lam", defense), lambda: self._defense(defense))
+    return _batched(lambda i, xb: fn(self.variables, xb, key,
+                                     jnp.float32(lam)),
+                    (x,), self.config.eval.batch_size, self.put)
 
   def oblivious(self, x, y, key, *, eps, steps, targeted) -> np.ndarray:
     """PGD on the base model (the defence is not seen by the attack)."""
@@ -248,8 +240,8 @@ class Evaluator:
                            targeted=targeted)
       return fn
     fn = self._jit(("pgd", steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size, self.put)
 
   def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
@@ -269,8 +261,8 @@ class Evaluator:
                                loop=ac.loop)
       return fn
     fn = self._jit(("eot", defense, steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size, self.put)
 
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
@@ -292,8 +284,8 @@ class Evaluator:
             targeted=targeted, loop=ac.loop)
       return fn
     fn = self._jit(("paper", defense, steps, targeted), build)
-    return _batched(lambda xb, yb: fn(self.variables, xb, yb, key,
-                                      jnp.float32(eps)),
+    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                         jnp.float32(eps)),
                     (x, y), self.config.eval.batch_size, self.put)
 
 
@@ -319,9 +311,78 @@ def _rkey(r: dict) -> tuple:
   return tuple(r[k] for k in RESULT_KEYS[:-1])
 
 
+def _skey(r: dict) -> str:
+  """A record's key as a string (the name of its per-example array)."""
+  return "|".join(str(v) for v in _rkey(r))
+
+
+class PerExample:
+  """Per-example correctness of every attack record, kept on disk.
+
+  `WORKDIR/per_example.npz` maps a record's key to a bool [num_examples]
+  array, so the worst case over attacks can be formed after a resume.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.arrays: dict = {}
+    if os.path.exists(path):
+      with np.load(path) as f:
+        self.arrays = {k: f[k] for k in f.files}
+
+  def __contains__(self, record: dict) -> bool:
+    return _skey(record) in self.arrays
+
+  def get(self, record: dict):
+    return self.arrays.get(_skey(record))
+
+  def put(self, record: dict, correct: np.ndarray) -> None:
+    self.arrays[_skey(record)] = np.asarray(correct, bool)
+
+  def save(self) -> None:
+    if jax.process_index() != 0:  # multi-host: process 0 writes
+      return
+    tmp = self.path + ".tmp.npz"
+    np.savez(tmp, **self.arrays)
+    os.replace(tmp, self.path)  # atomic: a kill leaves the old file whole
+
+
+# Attacks whose per-example verdicts make up the adaptive worst case.
+WORST_CASE_OF = (("pgd", "oblivious"), ("eot_pgd", "adaptive"),
+                 ("pgd_mixed_avg", "adaptive"))
+
+
+def worst_case_records(name: str, config, per_example: PerExample) -> list:
+  """Adaptive `worst_case` records: an example counts as robust only if it
+  survives every attack run against that defence (oblivious PGD on the base
+  model, EOT-PGD through the defence and, for MI, Pang et al.'s attack).
+
+  An adaptive attacker knows the defence and may use any attack, per
+  example; the oblivious one included. EOT alone can be weaker than the
+  transfer attack against MI-PL (its partner class follows the discrete
+  prediction, which the averaged gradient does not see).
+  """
+  out = []
+  for targeted, steps, eps in attack_settings(config):
+    for d in config.defenses:
+      if d == "none":
+        continue
+      parts = [per_example.get(_record(name, d, a, targeted, m, steps, eps, 0))
+               for a, m in WORST_CASE_OF]
+      parts = [p for p in parts if p is not None]
+      if len(parts) < 2:
+        continue
+      correct = np.logical_and.reduce(parts)
+      out.append(_record(name, d, "worst_case", targeted, "adaptive", steps,
+                         eps, float(np.mean(correct))))
+  return out
+
+
 def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
-                   records: list, save: Callable, key) -> dict:
-  """Fills `records` for model `name` (skipping those already there)."""
+                   records: list, save: Callable, key,
+                   per_example: PerExample) -> dict:
+  """Fills `records` for model `name` (skipping those already there) and
+  keeps every attack's per-example verdicts in `per_example`."""
   ec = config.eval
   done = {_rkey(r) for r in records}
   x_clean, y_clean = test[0][:ec.clean_examples], test[1][:ec.clean_examples]
@@ -355,11 +416,12 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
   def pending(job):
     mode, d, targeted, steps, eps = job
     if mode == "oblivious":
-      return any(_rkey(_record(name, dd, "pgd", targeted, "oblivious", steps,
-                               eps, 0)) not in done for dd in config.defenses)
-    attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
-    return _rkey(_record(name, d, attack, targeted, "adaptive", steps, eps,
-                         0)) not in done
+      recs = [_record(name, dd, "pgd", targeted, "oblivious", steps, eps, 0)
+              for dd in config.defenses]
+    else:
+      attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
+      recs = [_record(name, d, attack, targeted, "adaptive", steps, eps, 0)]
+    return any(_rkey(r) not in done or r not in per_example for r in recs)
 
   jobs = [j for j in jobs if pending(j)]
   for i, (mode, d, targeted, steps, eps) in enumerate(
@@ -382,7 +444,8 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
     evaluated = config.defenses if mode == "oblivious" else (d,)
     for dd in evaluated:
       pred = ev.predict(dd, x_adv, jax.random.fold_in(key, 7))
-      acc = float(np.mean(pred == y))
+      correct = pred == y
+      acc = float(np.mean(correct))
       if mode == "oblivious":
         recs = [_record(name, dd, "pgd", targeted, "oblivious", steps, eps,
                         acc)]
@@ -394,12 +457,20 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
         recs = [_record(name, dd, attack, targeted, "adaptive", steps, eps,
                         acc)]
       for r in recs:
+        per_example.put(r, correct)
         if _rkey(r) not in done:
           records.append(r)
           done.add(_rkey(r))
     timings[f"{mode}/{d}/{'t' if targeted else 'u'}{steps}/{eps}"] = (
         attack_seconds)
+    per_example.save()
     save()
+
+  for r in worst_case_records(name, config, per_example):
+    if _rkey(r) not in done:
+      records.append(r)
+      done.add(_rkey(r))
+  save()
   return timings
 
 
@@ -425,13 +496,13 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
   rows = np.arange(n)
   base_clean = ev.probs("mi_pl", x, key, lam=1.0)
   base_adv = ev.probs("mi_pl", x_adv, key, lam=1.0)
+  yhat_c, yhat_a = base_clean.argmax(-1), base_adv.argmax(-1)
   for d in ("mi_pl", "mi_ol"):
     curves = {k: [] for k in ("acc_clean", "acc_adv", "fy_clean", "fyhat_clean",
                               "fy_adv", "fyhat_adv")}
     for lam in ac.lams:
       pc = ev.probs(d, x, jax.random.fold_in(key, 1), lam=lam)
       pa = ev.probs(d, x_adv, jax.random.fold_in(key, 2), lam=lam)
-      yhat_c, yhat_a = base_clean.argmax(-1), base_adv.argmax(-1)
       curves["acc_clean"].append(float(np.mean(pc.argmax(-1) == y)))
       curves["acc_adv"].append(float(np.mean(pa.argmax(-1) == y)))
       curves["fy_clean"].append(float(pc[rows, y].mean()))
@@ -441,17 +512,17 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
     out["lam"][d] = {"lams": list(ac.lams), **curves}
   mc = config.mi
   lams = {"mi_pl": mc.pl_lam, "mi_ol": ev.mi_ol_lam}
-  out["ric"], out["detection"] = {}, {}
+  out["ric"], out["detection"], gap_clean = {}, {}, {}
   for d, lam in lams.items():
     p_adv = ev.probs(d, x_adv, jax.random.fold_in(key, 3), lam=lam)
     p_clean = ev.probs(d, x, jax.random.fold_in(key, 4), lam=lam)
     out["ric"][d] = defenses.ric(base_adv, p_adv, y).summary()
-    gap_c = defenses.detection_gap(base_clean, p_clean)
+    gap_clean[d] = defenses.detection_gap(base_clean, p_clean)
     gap_a = defenses.detection_gap(base_adv, p_adv)
     out["detection"][d] = {
-        "mean_gap_clean": float(gap_c.mean()),
+        "mean_gap_clean": float(gap_clean[d].mean()),
         "mean_gap_adv_oblivious": float(gap_a.mean()),
-        "auc_oblivious": defenses.detection_auc(gap_c, gap_a)}
+        "auc_oblivious": defenses.detection_auc(gap_clean[d], gap_a)}
   # The detector against an adaptive attacker (EOT-PGD through MI-PL).
   x_adp = ev.adaptive("mi_pl", x, y, jax.random.fold_in(key, 12), eps=eps,
                       steps=steps, targeted=False)
@@ -459,12 +530,9 @@ def analyse(name: str, ev: Evaluator, config, test, key) -> dict:
   gap_adp = defenses.detection_gap(
       base_adp, ev.probs("mi_pl", x_adp, jax.random.fold_in(key, 5),
                          lam=mc.pl_lam))
-  gap_c = defenses.detection_gap(
-      base_clean, ev.probs("mi_pl", x, jax.random.fold_in(key, 4),
-                           lam=mc.pl_lam))
   out["detection"]["mi_pl"]["mean_gap_adv_adaptive"] = float(gap_adp.mean())
-  out["detection"]["mi_pl"]["auc_adaptive"] = defenses.detection_auc(gap_c,
-                                                                     gap_adp)
+  out["detection"]["mi_pl"]["auc_adaptive"] = defenses.detection_auc(
+      gap_clean["mi_pl"], gap_adp)
   return out
 
 
@@ -479,6 +547,20 @@ def _acc(records, **match) -> float | None:
   return None
 
 
+def adaptive_acc(records, defense: str, **match) -> float | None:
+  """The adaptive number of a cell: the per-example worst case over the
+  attacks when it exists, else EOT-PGD (PGD itself for no defence)."""
+  if defense == "none":
+    return _acc(records, mode="adaptive", attack="pgd", defense=defense,
+                **match)
+  worst = _acc(records, mode="adaptive", attack="worst_case",
+               defense=defense, **match)
+  if worst is not None:
+    return worst
+  return _acc(records, mode="adaptive", attack="eot_pgd", defense=defense,
+              **match)
+
+
 def format_tables(records: list, config) -> str:
   """Markdown: per model, the main table and the eps sweep."""
   ec = config.eval
@@ -487,8 +569,10 @@ def format_tables(records: list, config) -> str:
   for model in config.models:
     cols = [(t, s) for t in ec.targeted for s in ec.steps]
     lines.append(f"\n**{model} model, {config.dataset}, eps {ec.eps}** "
-                 "(accuracy %, oblivious / adaptive EOT; `[paper]` = Pang et "
-                 "al.'s adaptive attack)\n")
+                 "(accuracy %, oblivious / adaptive; adaptive = per-example "
+                 "worst case over oblivious PGD, EOT-PGD and Pang et al.'s "
+                 "attack; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
+                 "et al.'s adaptive attack alone)\n")
     lines.append("| defence | clean | " + " | ".join(
         f"{'targeted' if t else 'untargeted'} PGD-{s}" for t, s in cols) + " |")
     lines.append("|---" * (len(cols) + 2) + "|")
@@ -498,16 +582,16 @@ def format_tables(records: list, config) -> str:
         base = dict(model=model, defense=d, targeted=t, steps=s, eps=float(
             ec.eps))
         obl = _acc(records, mode="oblivious", attack="pgd", **base)
-        adp = _acc(records, mode="adaptive",
-                   attack="pgd" if d == "none" else "eot_pgd", **base)
-        cell = f"{pct(obl)} / {pct(adp)}"
+        cell = f"{pct(obl)} / {pct(adaptive_acc(records, **base))}"
+        if d != "none":
+          cell += f" (eot {pct(_acc(records, attack='eot_pgd', **base))})"
         paper = _acc(records, attack="pgd_mixed_avg", **base)
         if paper is not None:
-          cell += f" [{pct(paper)}]"
+          cell += f" [paper {pct(paper)}]"
         row.append(cell)
       lines.append("| " + " | ".join(row) + " |")
     lines.append(f"\n**{model} model: untargeted PGD-{ec.sweep_steps} vs eps** "
-                 "(oblivious / adaptive)\n")
+                 "(oblivious / adaptive worst case)\n")
     lines.append("| defence | " + " | ".join(
         f"eps {e}" for e in ec.sweep_eps) + " |")
     lines.append("|---" * (len(ec.sweep_eps) + 1) + "|")
@@ -517,9 +601,7 @@ def format_tables(records: list, config) -> str:
         base = dict(model=model, defense=d, targeted=False,
                     steps=int(ec.sweep_steps), eps=float(e))
         obl = _acc(records, mode="oblivious", attack="pgd", **base)
-        adp = _acc(records, mode="adaptive",
-                   attack="pgd" if d == "none" else "eot_pgd", **base)
-        row.append(f"{pct(obl)} / {pct(adp)}")
+        row.append(f"{pct(obl)} / {pct(adaptive_acc(records, **base))}")
       lines.append("| " + " | ".join(row) + " |")
   return "\n".join(lines)
 
@@ -577,16 +659,17 @@ def _plots(details: dict, records: list, config, workdir: str) -> None:
     for i, d in enumerate(config.defenses):
       color = f"C{i}"
       for mode, style in (("oblivious", "-"), ("adaptive", "--")):
-        ys = [_acc(records, model=m, defense=d, targeted=False, mode=mode,
-                   steps=int(ec.sweep_steps), eps=float(e),
-                   attack=("pgd" if mode == "oblivious" or d == "none"
-                           else "eot_pgd")) for e in ec.sweep_eps]
+        get = (adaptive_acc if mode == "adaptive" else
+               lambda r, **k: _acc(r, mode="oblivious", attack="pgd", **k))
+        ys = [get(records, model=m, defense=d, targeted=False,
+                  steps=int(ec.sweep_steps), eps=float(e))
+              for e in ec.sweep_eps]
         if all(v is not None for v in ys):
           ax.plot(ec.sweep_eps, 100 * np.array(ys), color=color,
                   linestyle=style, marker="o", ms=3,
                   label=d if mode == "oblivious" else None)
     ax.set_title(f"{m}: PGD-{ec.sweep_steps} (solid oblivious, dashed "
-                 "adaptive)", fontsize=9)
+                 "adaptive worst case)", fontsize=9)
     ax.set_xlabel("eps (pixels in [0, 1])")
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
@@ -647,6 +730,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   details = _json_load(details_path, {"analysis": {}, "timings": {},
                                       "train": {}})
   save = lambda: _json_dump(records, results_path)
+  per_example = PerExample(os.path.join(workdir, "per_example.npz"))
 
   for name in config.models:
     model, variables, result = train_model(name, config, x, y, workdir,
@@ -658,7 +742,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                    mesh)
     timings = evaluate_model(name, ev, config, test, targets, records, save,
                              jax.random.fold_in(key, 200 +
-                                                list(config.models).index(name)))
+                                                list(config.models).index(name)),
+                             per_example)
     details["timings"].setdefault(name, {}).update(timings)
     if name not in details["analysis"]:
       details["analysis"][name] = analyse(name, ev, config, test,

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from experiments import mixup_inference
@@ -61,8 +62,32 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   assert obl and obl == adp
   # 2 models x 5 defences: clean + (untargeted, targeted) PGD-3 at eps 0.05
   # + the sweep's extra eps 0.1, each oblivious and adaptive, plus the
-  # paper's attack for the 3 MI defences at eps 0.05.
-  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2)
+  # paper's attack for the 3 MI defences at eps 0.05, plus the adaptive
+  # worst case of the 4 defences at the 3 settings.
+  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2 + 4 * 3)
+  # The worst case is the per-example AND of the attacks' verdicts, so it is
+  # never above any of them, and it is recomputed exactly from the saved
+  # per-example arrays.
+  per_example = np.load(os.path.join(workdir, "per_example.npz"))
+  key = lambda r, attack, mode: "|".join(str(v) for v in (
+      r["model"], r["defense"], attack, r["targeted"], mode, r["steps"],
+      r["eps"]))
+  worst = [r for r in records if r["attack"] == "worst_case"]
+  assert len(worst) == 2 * 4 * 3
+  for r in worst:
+    assert r["mode"] == "adaptive"
+    parts = [per_example[key(r, a, m)] for a, m in (
+        ("pgd", "oblivious"), ("eot_pgd", "adaptive"),
+        ("pgd_mixed_avg", "adaptive")) if key(r, a, m) in per_example.files]
+    assert len(parts) >= 2
+    assert r["acc"] == pytest.approx(np.mean(np.logical_and.reduce(parts)))
+    for p in parts:
+      assert r["acc"] <= np.mean(p) + 1e-9
+    obl = next(o["acc"] for o in records if o["attack"] == "pgd" and
+               o["mode"] == "oblivious" and all(
+                   o[k] == r[k] for k in ("model", "defense", "targeted",
+                                          "steps", "eps")))
+    assert r["acc"] <= obl
   clean = [r for r in records if r["attack"] == "none"]
   assert len(clean) == 10
   # The undefended mixup model is really attacked.
