@@ -19,6 +19,9 @@ defences. Writes:
   gaps and their ROC-AUC, the lam analysis, timings;
 * plots: `acc_vs_lam.png`, `probs_vs_lam.png`, `acc_vs_eps.png`.
 
+Several hosts: the same command in every process with
+`--coordinator_address=HOST:PORT --num_processes=P --process_id=i`.
+
 Started again with the same workdir, it resumes: trained models from their
 checkpoints, evaluation from the records already written.
 """
@@ -43,11 +46,14 @@ import optax
 import tqdm
 
 from experiments.robust_training import _json_dump
+from experiments.robust_training import define_multihost_flags
+from experiments.robust_training import maybe_initialize_distributed
 from jaxadv import attacks
 from jaxadv import data
 from jaxadv import defenses
 from jaxadv import losses
 from jaxadv import models
+from jaxadv import parallel
 from jaxadv import training
 
 RESULT_KEYS = ("model", "defense", "attack", "targeted", "mode", "steps",
@@ -82,8 +88,9 @@ def _json_load(path: str, default: Any) -> Any:
 
 
 def train_model(name: str, config: ml_collections.ConfigDict, x, y,
-                workdir: str, num_classes: int):
-  """Trains model `name` (config section `config[name]`); resumable."""
+                workdir: str, num_classes: int, mesh=None):
+  """Trains model `name` (config section `config[name]`); resumable; data
+  parallel over `mesh` when given."""
   mc = config[name]
   if mc.step not in STEPS:
     raise ValueError(f"unknown step {mc.step!r} for model {name!r}; valid: "
@@ -104,7 +111,7 @@ def train_model(name: str, config: ml_collections.ConfigDict, x, y,
       num_batches=num_batches, seed=config.seed,
       workdir=os.path.join(workdir, "checkpoints", name),
       checkpoint_every=config.checkpoint_every, desc=f"train {name}",
-      progress=config.progress)
+      progress=config.progress, mesh=mesh)
   return model, training.variables_of(result.state), result
 
 
@@ -159,9 +166,11 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
   raise ValueError(f"unknown defense {name!r}; valid: {DEFENSE_NAMES}.")
 
 
-def _batched(fn: Callable, arrays: tuple, batch_size: int) -> np.ndarray:
+def _batched(fn: Callable, arrays: tuple, batch_size: int,
+             put: Callable = np.asarray) -> np.ndarray:
   """Applies jitted `fn(index, *batch)` over fixed-size batches (last one
-  padded); `index` numbers the batches."""
+  padded); `index` numbers the batches; `put` places each batch array (e.g.
+  split over devices)."""
   n = len(arrays[0])
   out = []
   for index, start in enumerate(range(0, n, batch_size)):
@@ -169,17 +178,28 @@ def _batched(fn: Callable, arrays: tuple, batch_size: int) -> np.ndarray:
     pad = batch_size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, 0)]) for c in chunk]
-    out.append(np.asarray(fn(index, *chunk))[:batch_size - pad])
+    out.append(
+        parallel.to_host(fn(index, *map(put, chunk)))[:batch_size - pad])
   return np.concatenate(out)
 
 
 class Evaluator:
-  """Jitted defences and attacks for one trained model, cached by signature."""
+  """Jitted defences and attacks for one trained model, cached by signature.
 
-  def __init__(self, config, model, variables, pools, mi_ol_lam):
+  With a `mesh`, every batch (and so MI's N x B forward) is split over its
+  devices and the variables are replicated.
+  """
+
+  def __init__(self, config, model, variables, pools, mi_ol_lam, mesh=None):
     self.config, self.model, self.variables = config, model, variables
     self.pools, self.mi_ol_lam = pools, mi_ol_lam
     self._cache: dict = {}
+    self.put = np.asarray
+    if mesh is not None:
+      parallel.check_batch_size(config.eval.batch_size, mesh,
+                                "config.eval.batch_size")
+      self.variables = parallel.replicate(variables, mesh)
+      self.put = lambda a: parallel.shard_batch(a, mesh)
 
   def _jit(self, signature, build):
     if signature not in self._cache:
@@ -197,14 +217,14 @@ class Evaluator:
         lambda v, x, k: jnp.argmax(self._defense(defense)(v, x, k), -1)))
     return _batched(
         lambda i, xb: fn(self.variables, xb, jax.random.fold_in(key, i)),
-        (x,), self.config.eval.batch_size)
+        (x,), self.config.eval.batch_size, self.put)
 
   def probs(self, defense: str, x: np.ndarray, key, lam) -> np.ndarray:
     """MI-PL / MI-OL probabilities at mixing weight `lam` (traced), [n, C]."""
     fn = self._jit(("mi_lam", defense), lambda: self._defense(defense))
     return _batched(lambda i, xb: fn(self.variables, xb, key,
                                      jnp.float32(lam)),
-                    (x,), self.config.eval.batch_size)
+                    (x,), self.config.eval.batch_size, self.put)
 
   def oblivious(self, x, y, key, *, eps, steps, targeted) -> np.ndarray:
     """PGD on the base model (the defence is not seen by the attack)."""
@@ -222,7 +242,7 @@ class Evaluator:
     fn = self._jit(("pgd", steps, targeted), build)
     return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                          jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
   def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """EOT-PGD through the defence (capped draws per step)."""
@@ -243,7 +263,7 @@ class Evaluator:
     fn = self._jit(("eot", defense, steps, targeted), build)
     return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                          jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """Pang et al.'s adaptive attack: mean PGD perturbation on mixed inputs."""
@@ -266,7 +286,7 @@ class Evaluator:
     fn = self._jit(("paper", defense, steps, targeted), build)
     return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                          jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size)
+                    (x, y), self.config.eval.batch_size, self.put)
 
 
 # --------------------------------------------------------------------------
@@ -320,6 +340,8 @@ class PerExample:
     self.arrays[_skey(record)] = np.asarray(correct, bool)
 
   def save(self) -> None:
+    if jax.process_index() != 0:  # multi-host: process 0 writes
+      return
     tmp = self.path + ".tmp.npz"
     np.savez(tmp, **self.arrays)
     os.replace(tmp, self.path)  # atomic: a kill leaves the old file whole
@@ -672,9 +694,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The result records (also in `workdir/results.json`).
   """
   os.makedirs(workdir, exist_ok=True)
-  devices = jax.devices()
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{len(devices)} device(s): {devices}")
+  mesh = parallel.make_mesh(config.num_devices)
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}")
+  print(parallel.describe(mesh))
   for d in config.defenses:
     if d not in DEFENSE_NAMES:
       raise ValueError(f"unknown defense {d!r}; valid: {DEFENSE_NAMES}.")
@@ -712,11 +734,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   for name in config.models:
     model, variables, result = train_model(name, config, x, y, workdir,
-                                           num_classes)
+                                           num_classes, mesh)
     details["train"][name] = {"seconds": result.train_seconds,
                               "batches": result.batches,
                               "config": config[name].to_dict()}
-    ev = Evaluator(config, model, variables, pools, config[name].mi_ol_lam)
+    ev = Evaluator(config, model, variables, pools, config[name].mi_ol_lam,
+                   mesh)
     timings = evaluate_model(name, ev, config, test, targets, records, save,
                              jax.random.fold_in(key, 200 +
                                                 list(config.models).index(name)),
@@ -727,11 +750,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                           jax.random.fold_in(key, 300))
     _json_dump(details, details_path)
 
-  _plots(details, records, config, workdir)
   table = format_tables(records, config)
   analysis_md = format_analysis(details, config)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n\n" + analysis_md + "\n")
+  if jax.process_index() == 0:  # multi-host: process 0 writes the results
+    _plots(details, records, config, workdir)
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n\n" + analysis_md + "\n")
   print(table)
   print(analysis_md)
   return records
@@ -766,11 +790,13 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file(
       "config", None, "Experiment configuration file.", lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
+  define_multihost_flags()
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  maybe_initialize_distributed()
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -3,6 +3,10 @@ r"""Natural, FGSM-RS, free and PGD adversarial training, evaluated side by side.
   python -m experiments.robust_training \
       --config=experiments/configs/robust_mnist.py --workdir=/tmp/robust_mnist
 
+Several hosts: start the same command in every process with
+`--coordinator_address=HOST:PORT --num_processes=P --process_id=i` (each
+process sees the same data; process 0 writes the results).
+
 Writes `WORKDIR/results.json` (one record per method with keys method,
 dataset, eps, clean_acc, fgsm_acc, pgd_acc, pgd_steps, pgd_restarts,
 train_seconds, train_steps, fwd_bwd_passes), `WORKDIR/details.json` (training
@@ -31,6 +35,7 @@ import optax
 from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import models
+from jaxadv import parallel
 from jaxadv import training
 
 RESULT_KEYS = ("method", "dataset", "eps", "clean_acc", "fgsm_acc", "pgd_acc",
@@ -55,6 +60,8 @@ OPTIMIZERS = {
 
 
 def _json_dump(obj: Any, path: str) -> None:
+  if jax.process_index() != 0:  # multi-host: process 0 writes the results
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
@@ -115,8 +122,9 @@ def setup_method(name: str, config: ml_collections.ConfigDict,
 
 
 def train_method(name: str, config: ml_collections.ConfigDict, train, val,
-                 workdir: str) -> tuple[training.TrainResult, dict]:
-  """Trains one method; returns the result and its cost bookkeeping."""
+                 workdir: str, mesh=None) -> tuple[training.TrainResult, dict]:
+  """Trains one method (data parallel over `mesh`, when given); returns the
+  result and its cost bookkeeping."""
   mc = config[name]
   x, y = train
   setup = setup_method(name, config, len(x), x.shape[1:])
@@ -131,7 +139,8 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
     acc = evaluation.robust_accuracy(
         model.apply, variables, x_val, y_val, val_key, attack="pgd",
         eps=config.eps, step_size=config.val_pgd_step_size,
-        steps=config.val_pgd_steps, batch_size=min(500, len(x_val)))
+        steps=config.val_pgd_steps, batch_size=min(500, len(x_val)),
+        mesh=mesh)
     out = {"val_pgd_acc": acc}
     # Catastrophic overfitting (Wong et al., 2020): PGD accuracy collapses.
     # Judged only at full eps (after the ramp): while eps grows, the check's
@@ -150,7 +159,7 @@ def train_method(name: str, config: ml_collections.ConfigDict, train, val,
       workdir=os.path.join(workdir, "checkpoints", name),
       checkpoint_every=config.checkpoint_every, epoch_fn=epoch_fn,
       select="val_pgd_acc" if mc.select_best else None, desc=name,
-      progress=config.progress)
+      progress=config.progress, mesh=mesh)
   cost = {"train_steps": result.batches * setup.replays,
           "fwd_bwd_passes": result.batches * setup.passes_per_batch,
           "train_seconds": result.train_seconds,
@@ -218,9 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The list of result records (also written to `workdir/results.json`).
   """
   os.makedirs(workdir, exist_ok=True)
-  devices = jax.devices()
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
-        f"{len(devices)} device(s): {devices}")
+  mesh = parallel.make_mesh(config.num_devices)
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}")
+  print(parallel.describe(mesh))
   train, val, test = load_data(config)
   print(f"{config.dataset}: {len(train[0])} train, {len(val[0])} validation, "
         f"{len(test[0])} test examples")
@@ -238,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if name in details and "record" in details[name]:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
-    result, cost = train_method(name, config, train, val, workdir)
+    result, cost = train_method(name, config, train, val, workdir, mesh)
     variables = training.variables_of(result.state)
     ec = config.eval
     t0 = time.perf_counter()
@@ -247,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         jax.random.fold_in(key, 1000), eps=config.eps,
         pgd_steps=ec.pgd_steps, pgd_step_size=ec.pgd_step_size,
         pgd_restarts=ec.pgd_restarts, batch_size=ec.batch_size,
-        progress=config.progress)
+        progress=config.progress, mesh=mesh)
     eval_seconds = time.perf_counter() - t0
     checks = evaluation.sanity_checks(
         model.apply, variables, test[0], test[1],
@@ -274,10 +283,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     _json_dump(details, details_path)
     records.append(record)
   _json_dump(records, os.path.join(workdir, "results.json"))
-  _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
   table = format_table(records)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
+  if jax.process_index() == 0:
+    _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
+    with open(os.path.join(workdir, "results.md"), "w") as f:
+      f.write(table + "\n")
   print(table)
   return records
 
@@ -285,9 +295,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 FLAGS = flags.FLAGS
 
 
+def define_multihost_flags() -> None:
+  """--coordinator_address / --num_processes / --process_id (multi-host)."""
+  flags.DEFINE_string("coordinator_address", None,
+                      "Multi-host: host:port of process 0 for "
+                      "jax.distributed.initialize; unset = one process.")
+  flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins the other processes when --coordinator_address is given."""
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+
+
 def _define_flags() -> None:
   # Defined only when run as a script, so other scripts can import this one.
   flags.DEFINE_string("workdir", None, "Output directory.")
+  define_multihost_flags()
   config_flags.DEFINE_config_file(
       "config", None, "Training configuration file.", lock_config=True)
   flags.mark_flags_as_required(["config", "workdir"])
@@ -296,6 +324,7 @@ def _define_flags() -> None:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  maybe_initialize_distributed()
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

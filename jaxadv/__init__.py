@@ -7,6 +7,7 @@ from jaxadv import evaluation
 from jaxadv import gan
 from jaxadv import losses
 from jaxadv import models
+from jaxadv import parallel
 from jaxadv import training
 
 __version__ = "0.1.0"

@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train_limit = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every = 500
   config.progress = True
+  # Data parallelism: devices to split every batch over (None = all; the
+  # batch sizes must be divisible by it). `--config.num_devices=1` = one.
+  config.num_devices = ml_collections.config_dict.placeholder(int)
 
   # Trained models: mixup (Zhang et al., 2018, alpha 1) and interpolated AT
   # (Lamb et al., 2019: mixup on clean and PGD inputs, 1:1). MI-OL uses lam

@@ -60,6 +60,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       sanity_subset=1000))
   config.checkpoint_every = 500
   config.progress = True
+  # Data parallelism: devices to split every batch over (None = all; the
+  # batch sizes must be divisible by it). `--config.num_devices=1` = one.
+  config.num_devices = ml_collections.config_dict.placeholder(int)
 
   if arg == "quick":
     config.train_limit = 6000

@@ -12,10 +12,11 @@ training images `x_s` drawn from a sample pool:
 * MI-Combined: MI-PL first; its detection gap `max F(x) - max MI_PL(x)`
   decides (threshold 0.2) between the MI-PL output and MI-OL.
 
-The N mixed copies are evaluated with `jax.vmap` over N (one batched forward
-of N x B images; the default on GPU/TPU), or `chunk_size` copies at a time
-through `jax.lax.map` (the measured default on CPU, and the way to bound
-memory). Partners are
+The N mixed copies are evaluated as one batched forward of B x N images
+(the default on GPU/TPU), or `chunk_size` copies at a time through
+`jax.lax.map` (the measured default on CPU, and the way to bound memory);
+the copies are folded into the batch example-major, so a batch split over
+devices (`jaxadv.parallel.batch_parallel`) stays split. Partners are
 drawn independently for every example and sample. Everything is a pure
 function of an explicit PRNG key; `lam` may be traced (sweeping it does not
 recompile), `num_samples` and `chunk_size` are static.
@@ -266,12 +267,29 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
   probs_x = jax.nn.softmax(logits, axis=-1)
   y_hat = jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-  def one_copy(k):  # the partner draw is fused with its forward pass
-    x_mix = lam * x + (1.0 - lam) * _draw_one(pool, y_hat, k, partners)
-    return jax.nn.softmax(logits_fn(x_mix), axis=-1)
+  def copies(keys):  # k keys -> summed softmax of k copies, [B, C]
+    # The copies are folded into the batch example-major, [B, k] -> [B * k],
+    # so a batch split over devices stays split through the forward pass
+    # (vmap's copy-major [k, B] -> [k * B] would gather it on every device).
+    x_s = jax.vmap(lambda kk: _draw_one(pool, y_hat, kk, partners),
+                   out_axes=1)(keys)
+    x_mix = lam * x[:, None] + (1.0 - lam) * x_s
+    logits = logits_fn(x_mix.reshape((-1,) + x.shape[1:]))
+    probs = jax.nn.softmax(logits, axis=-1)
+    return probs.reshape(x.shape[0], keys.shape[0], -1).sum(axis=1)
 
-  probs = jnp.mean(map_samples(one_copy, jax.random.split(key, num_samples),
-                               chunk_size), axis=0)
+  keys = jax.random.split(key, num_samples)
+  if chunk_size == "auto":
+    chunk_size = default_chunk_size()
+  if chunk_size is None or chunk_size >= num_samples:
+    total = copies(keys)
+  else:  # sequential chunks of `chunk_size` copies, then the remainder
+    groups = num_samples // chunk_size
+    main = keys[:groups * chunk_size].reshape((groups, chunk_size))
+    total = jax.lax.map(copies, main).sum(axis=0)
+    if num_samples % chunk_size:
+      total = total + copies(keys[groups * chunk_size:])
+  probs = total / num_samples
   gap = jnp.max(probs_x, -1) - jnp.max(probs, -1)
   return MIOutput(probs=probs, gap=gap, y_hat=y_hat)
 

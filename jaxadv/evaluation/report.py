@@ -48,7 +48,8 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
              pgd_steps: int = 50, pgd_step_size: float = 0.01,
              pgd_restarts: int = 10, norm: str = "linf",
              batch_size: int = 500, loop: Optional[str] = None,
-             progress: bool = False) -> dict:
+             progress: bool = False,
+             mesh: Optional[jax.sharding.Mesh] = None) -> dict:
   """Clean, FGSM and PGD accuracy over a whole test set.
 
   Defaults are the MNIST protocol (Madry et al., 2018): PGD-50, step 0.01,
@@ -66,6 +67,8 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     batch_size: attack batch size.
     loop: attack loop form.
     progress: progress bars.
+    mesh: devices to split the batches over (`jaxadv.parallel.make_mesh`);
+      None = all local devices.
 
   Returns:
     {"clean_acc", "fgsm_acc", "pgd_acc"} as fractions, plus
@@ -79,14 +82,16 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
   _checks.check_count(pgd_steps, "pgd_steps", 0)
   _checks.check_count(pgd_restarts, "pgd_restarts", 1)
   _checks.check_nonnegative(pgd_step_size, "pgd_step_size")
-  clean = robust.accuracy(apply_fn, variables, x, y, batch_size=batch_size)
+  clean = robust.accuracy(apply_fn, variables, x, y, batch_size=batch_size,
+                          mesh=mesh)
   fgsm = robust.robust_accuracy(apply_fn, variables, x, y, key, attack="fgsm",
-                                eps=eps, norm=norm, batch_size=batch_size)
+                                eps=eps, norm=norm, batch_size=batch_size,
+                                mesh=mesh)
   pgd = robust.robust_accuracy(
       apply_fn, variables, x, y, jax.random.fold_in(key, 1), attack="pgd",
       eps=eps, step_size=pgd_step_size, steps=pgd_steps,
       restarts=pgd_restarts, norm=norm, batch_size=batch_size, loop=loop,
-      progress=progress)
+      progress=progress, mesh=mesh)
   return {"clean_acc": clean, "fgsm_acc": fgsm, "pgd_acc": pgd,
           "pgd_steps": pgd_steps, "pgd_restarts": pgd_restarts}
 

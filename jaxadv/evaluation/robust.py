@@ -25,6 +25,7 @@ from jaxadv import _checks
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv.attacks import _projections
+from jaxadv import parallel
 
 ApplyFn = Callable[..., jax.Array]
 EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
@@ -55,22 +56,27 @@ def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
-def _placement(variables: Any, batch_size: int):
-  """Spreads each batch over all local devices (when it divides evenly).
+def _placement(variables: Any, batch_size: int,
+               mesh: Optional[jax.sharding.Mesh] = None):
+  """Spreads each batch over `mesh`, by default all local devices.
 
   Every example is attacked independently, so XLA partitions the whole
   attack along the batch with no communication; `variables` are replicated.
-  Returns (variables placed, function placing one batch array).
+  Without a mesh, a batch size that the local devices do not divide runs
+  on one device. Returns (variables placed, function placing one batch).
+
+  Raises:
+    ValueError: `batch_size` not divisible by the size of a given `mesh`.
   """
-  devices = jax.local_devices()
-  if len(devices) == 1 or batch_size % len(devices):
-    return variables, jnp.asarray
-  mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-  spec = jax.sharding.PartitionSpec
-  variables = jax.device_put(variables,
-                             jax.sharding.NamedSharding(mesh, spec()))
-  batch = jax.sharding.NamedSharding(mesh, spec("batch"))
-  return variables, lambda a: jax.device_put(a, batch)
+  if mesh is None:
+    devices = jax.local_devices()
+    if len(devices) == 1 or batch_size % len(devices):
+      return parallel.replicate(variables, parallel.make_mesh(
+          1, devices=devices)), jnp.asarray
+    mesh = parallel.make_mesh(devices=devices)
+  parallel.check_batch_size(batch_size, mesh)
+  return (parallel.replicate(variables, mesh),
+          lambda a: parallel.shard_batch(a, mesh))
 
 
 def _padded_batches(idx: np.ndarray, batch_size: int):
@@ -92,7 +98,8 @@ def _validate(x, y, batch_size, apply_fn=None, variables=None):
 
 
 def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
-            batch_size: int = 1000) -> np.ndarray:
+            batch_size: int = 1000,
+            mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
   """Predicted classes for a whole array of inputs.
 
   Args:
@@ -101,6 +108,8 @@ def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
     variables: the model's variables.
     x: float32 [N, ...] in [0, 1].
     batch_size: evaluation batch size (the last batch is padded).
+    mesh: devices to split each batch over (`jaxadv.parallel.make_mesh`);
+      None = all local devices when they divide `batch_size`.
 
   Returns:
     int [N] predictions.
@@ -111,23 +120,26 @@ def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
   _checks.check_images(x, "x")
   _checks.check_count(batch_size, "batch_size", 1)
   out = np.zeros(len(x), np.int32)
-  variables, put = _placement(variables, batch_size)
+  variables, put = _placement(variables, batch_size, mesh)
   for chunk, n in _padded_batches(np.arange(len(x)), batch_size):
-    out[chunk[:n]] = np.asarray(_predict(apply_fn, variables,
-                                         put(x[chunk])))[:n]
+    out[chunk[:n]] = parallel.to_host(_predict(apply_fn, variables,
+                                               put(x[chunk])))[:n]
   return out
 
 
 def accuracy(apply_fn: ApplyFn, variables: Any, x: np.ndarray, y: np.ndarray,
-             *, batch_size: int = 1000) -> float:
+             *, batch_size: int = 1000,
+             mesh: Optional[jax.sharding.Mesh] = None) -> float:
   """Clean accuracy (a fraction in [0, 1]) over `x` [N, ...], `y` int [N].
+
+  `mesh` as in `predict`.
 
   Raises:
     ValueError, TypeError: bad inputs.
   """
   _validate(x, y, batch_size, apply_fn, variables)
-  return float(np.mean(predict(apply_fn, variables, x, batch_size=batch_size)
-                       == np.asarray(y)))
+  return float(np.mean(predict(apply_fn, variables, x, batch_size=batch_size,
+                               mesh=mesh) == np.asarray(y)))
 
 
 def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
@@ -136,7 +148,8 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
                    steps: int = 0, restarts: int = 1, norm: str = "linf",
                    loss: str = "ce", batch_size: int = 500,
                    loop: Optional[str] = None,
-                   progress: bool = False) -> np.ndarray:
+                   progress: bool = False,
+                   mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
   """Per-example robustness under an untargeted attack with restarts.
 
   Args:
@@ -156,6 +169,9 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     batch_size: fixed attack batch size.
     loop: attack loop form (None = backend default).
     progress: show a progress bar.
+    mesh: devices to split each attack batch over (`parallel.make_mesh`,
+      possibly spanning several processes); None = all local devices when
+      they divide `batch_size`. The result does not depend on it.
 
   Returns:
     bool [N]: correct on the clean input and under every restart.
@@ -178,11 +194,12 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   if step_size is None:
     step_size = 1.25 * eps if attack == "fgsm_rs" else 0.0
   y = np.asarray(y, np.int32)
-  robust = predict(apply_fn, variables, x, batch_size=batch_size) == y
+  robust = predict(apply_fn, variables, x, batch_size=batch_size,
+                   mesh=mesh) == y
   if attack in ("fgsm", "bim"):
     restarts = 1  # deterministic attacks: restarts would repeat themselves
   eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
-  variables, put = _placement(variables, batch_size)
+  variables, put = _placement(variables, batch_size, mesh)
   total = restarts * int(robust.sum())
   bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
              dynamic_ncols=True, mininterval=1.0)
@@ -196,7 +213,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
                            jax.random.fold_in(rkey, i), eps_a, step_a,
                            attack=attack, steps=steps, norm=norm, loss=loss,
                            loop=loop)
-      robust[chunk[:n]] &= np.asarray(ok)[:n]
+      robust[chunk[:n]] &= parallel.to_host(ok)[:n]
       bar.update(n)
   bar.close()
   return robust

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from jaxadv import _checks
 from jaxadv import data as data_lib
+from jaxadv import parallel
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.steps import StepFn
@@ -220,7 +221,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         workdir: Optional[str] = None, checkpoint_every: int = 500,
         epoch_fn: Optional[Callable[[TrainState, int], dict]] = None,
         select: Optional[str] = None, desc: str = "train",
-        progress: bool = True, jit: bool = True) -> TrainResult:
+        progress: bool = True, jit: bool = True,
+        mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
   """Trains `state` with `step_fn` for `num_batches` minibatches.
 
   Args:
@@ -243,6 +245,10 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     desc: progress-bar label.
     progress: show a tqdm progress bar.
     jit: jit the step (donating the state).
+    mesh: data parallelism (`jaxadv.parallel.make_mesh`): each batch is split
+      over the mesh's devices, the state replicated (free AT's `delta` split
+      like the batch) and XLA averages the gradients across devices
+      (`parallel.data_parallel`; always jitted). None = one device.
 
   Returns:
     A `TrainResult`.
@@ -251,7 +257,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     ValueError, TypeError: `x` not floating pixels in [0, 1] (integer images:
       divide by 255) or holding NaN/inf; `y` not int [N] in [0, C) for the
       model's C classes; non-positive batch_size / num_batches /
-      checkpoint_every, negative seed, or fewer examples than one batch.
+      checkpoint_every, negative seed, fewer examples than one batch, or a
+      batch_size not divisible by the mesh's device count.
     TrainingDivergedError: a loss or the parameters became NaN/inf (the
       message names the batch; no non-finite state is checkpointed).
   """
@@ -263,6 +270,10 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
   key = jax.random.key(seed)
   run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
+  if mesh is not None:  # data parallel: the state lives on the mesh
+    parallel.check_batch_size(batch_size, mesh)
+    state = parallel.shard_state(state, mesh)
+    run_step = parallel.data_parallel(step_fn, mesh)
 
   prog = {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
           "best_score": _scalar_float64(-np.inf), "best_epoch": _scalar_int64(-1),
