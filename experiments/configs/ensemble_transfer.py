@@ -58,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                               learning_rate=3e-3)})
     config.attacks = ("fgsm",)
     config.eps_list = (0.3,)
-    config.targeted_eps_list = (0.3,)
+    config.targeted_eps_list = ()
     config.pgd_steps = 2
     config.progress = False
   elif arg:

@@ -54,8 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.substitute_size = 600
     config.train_limit = 1200
     config.test_limit = 100
-    config.dnn.epochs = 1.0
-    config.substitute.epochs = 1.0
+    # Linear "dnn" and substitutes: the smoke test checks the pipeline, and
+    # the small model compiles fastest.
+    config.dnn = classic.net("linear_softmax", epochs=1.0, learning_rate=1e-2)
+    config.substitute = classic.net("linear_softmax", seed=1, epochs=1.0,
+                                    learning_rate=1e-2)
     config.lr_max_iter = 50
     config.attacks = ("fgsm",)
     config.eps_list = (0.3,)
