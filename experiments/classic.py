@@ -22,6 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from experiments.robust_training import _json_dump
 from jaxadv import data
 from jaxadv import models
 from jaxadv import training
@@ -105,6 +106,14 @@ def json_load(path: str, default: Any) -> Any:
     return default
   with open(path) as f:
     return json.load(f)
+
+
+def save_results(workdir: str, results: Any, table: str) -> None:
+  """Writes `results.json` (atomically) and the Markdown `results.md`."""
+  _json_dump(results, os.path.join(workdir, "results.json"))
+  with open(os.path.join(workdir, "results.md"), "w") as f:
+    f.write(table)
+  print(table)
 
 
 def pyplot():

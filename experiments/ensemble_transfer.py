@@ -24,7 +24,6 @@ import ml_collections
 import numpy as np
 
 from experiments import classic
-from experiments.robust_training import _json_dump
 from jaxadv import evaluation
 from jaxadv import transfer
 
@@ -107,11 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   results = {"config": config.to_dict(), "clean_acc": clean_acc,
              "settings": settings, "seconds": time.perf_counter() - t_start}
-  _json_dump(results, os.path.join(workdir, "results.json"))
-  table = format_table(results)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table)
-  print(table)
+  classic.save_results(workdir, results, format_table(results))
   _plot(results, config, os.path.join(workdir, "ensemble_transfer.png"))
   return results
 

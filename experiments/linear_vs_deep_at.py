@@ -86,11 +86,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f" (eval {time.perf_counter() - t0:.0f}s)")
     _json_dump(list(records.values()), path)
   out = [records[n] for n in config.models]
-  _json_dump(out, path)
-  table = format_table(out, config)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table)
-  print(table)
+  classic.save_results(workdir, out, format_table(out, config))
   _plot(out, config, os.path.join(workdir, "robust_acc_vs_eps.png"))
   return out
 

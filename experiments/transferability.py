@@ -38,7 +38,6 @@ from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from experiments import classic
-from experiments.robust_training import _json_dump
 from jaxadv import analysis
 from jaxadv import evaluation
 from jaxadv import models
@@ -248,11 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
              "linear_check": lin, "substitute_agreement": agreement,
              "matrices": matrices, "bar": check_bar(matrices),
              "seconds": time.perf_counter() - t_start}
-  _json_dump(results, os.path.join(workdir, "results.json"))
-  table = format_tables(results)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table)
-  print(table)
+  classic.save_results(workdir, results, format_tables(results))
   _plot(results, config, os.path.join(workdir, "transfer_matrix.png"))
   return results
 
