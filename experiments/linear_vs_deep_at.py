@@ -123,8 +123,8 @@ def _plot(records: list, config, path: str) -> None:
             f"{'' if r['train'] == 'natural' else ' eps ' + str(r['train_eps'])})")
   ax.set_xlabel("eps (L-inf), PGD")
   ax.set_ylabel("robust accuracy (%)")
-  ax.set_title("MNIST: adversarial training helps the CNN, not the linear model",
-               fontsize=9)
+  ax.set_title("MNIST: PGD adversarial training of logistic regression vs a "
+               "CNN", fontsize=9)
   ax.set_ylim(-3, 103)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
