@@ -1,5 +1,6 @@
 """jaxadv: adversarial attacks, adversarial training and defences in JAX."""
 
+from jaxadv import analysis
 from jaxadv import attacks
 from jaxadv import data
 from jaxadv import defenses
@@ -9,5 +10,6 @@ from jaxadv import losses
 from jaxadv import models
 from jaxadv import parallel
 from jaxadv import training
+from jaxadv import transfer
 
 __version__ = "0.1.0"

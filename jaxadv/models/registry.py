@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
 from jaxadv.models.mlp import MLP
@@ -43,6 +44,7 @@ ModelConstructor = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelConstructor] = {
     "fast_at_mnist": FastATMNIST,
+    "linear_softmax": LinearSoftmax,
     "madry_cnn": MadryCNN,
     "mlp": MLP,
     "preact_resnet18": PreActResNet18,
@@ -61,7 +63,8 @@ def list_models() -> list[str]:
 def get_model(name: str, **kwargs: Any) -> nn.Module:
   """Builds a registered model by name.
 
-  Built-in names: `"fast_at_mnist"` (`FastATMNIST`), `"madry_cnn"`
+  Built-in names: `"fast_at_mnist"` (`FastATMNIST`), `"linear_softmax"`
+  (`LinearSoftmax`, logistic regression), `"madry_cnn"`
   (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"wide_resnet28_10"`,
   `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants),
   `"mlp"` (`MLP`) and `"vat_mlp"` (784-1200-1200-10 with BatchNorm, the
