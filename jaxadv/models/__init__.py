@@ -5,6 +5,8 @@ All models take NHWC float32 images in [0, 1] and return logits
 statistics in the `batch_stats` collection.
 """
 
+from jaxadv.models import layers
+from jaxadv.models.layers import Conv
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.linear import sklearn_variables
 from jaxadv.models.mnist import FastATMNIST

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 
 from jaxadv import _checks
+from jaxadv.models import layers
 
 __all__ = ["FastATMNIST", "MadryCNN"]
 
@@ -85,10 +86,10 @@ class FastATMNIST(nn.Module):
     del train  # Unused: no BatchNorm / dropout.
     _check_nhwc(x, type(self).__name__)
     pad = ((1, 1), (1, 1))
-    x = nn.Conv(16, (4, 4), strides=(2, 2), padding=pad,
+    x = layers.Conv(16, (4, 4), strides=(2, 2), padding=pad,
                 kernel_init=_torch_default_kernel_init, name="conv1")(x)
     x = nn.relu(x)
-    x = nn.Conv(32, (4, 4), strides=(2, 2), padding=pad,
+    x = layers.Conv(32, (4, 4), strides=(2, 2), padding=pad,
                 kernel_init=_torch_default_kernel_init, name="conv2")(x)
     x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
@@ -144,11 +145,11 @@ class MadryCNN(nn.Module):
     _check_nhwc(x, type(self).__name__)
     kernel_init = nn.initializers.truncated_normal(stddev=0.1)
     bias_init = nn.initializers.constant(0.1)
-    x = nn.Conv(32, (5, 5), padding="SAME", kernel_init=kernel_init,
+    x = layers.Conv(32, (5, 5), padding="SAME", kernel_init=kernel_init,
                 bias_init=bias_init, name="conv1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-    x = nn.Conv(64, (5, 5), padding="SAME", kernel_init=kernel_init,
+    x = layers.Conv(64, (5, 5), padding="SAME", kernel_init=kernel_init,
                 bias_init=bias_init, name="conv2")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")

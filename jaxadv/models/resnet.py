@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models import layers
 from jaxadv.models.mnist import _check_nhwc
 
 __all__ = ["PreActBlock", "PreActResNet18"]
@@ -61,7 +62,7 @@ class PreActBlock(nn.Module):
     Returns:
       float32 activations `[B, ceil(H / stride), ceil(W / stride), features]`.
     """
-    conv = functools.partial(nn.Conv, use_bias=False,
+    conv = functools.partial(layers.Conv, use_bias=False,
                              kernel_init=_torch_default_kernel_init)
     out = nn.relu(_batch_norm(train, "bn1")(x))
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -123,7 +124,7 @@ class PreActResNet18(nn.Module):
       TypeError: If `x` is not floating point.
     """
     _check_nhwc(x, type(self).__name__)
-    x = nn.Conv(64, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
+    x = layers.Conv(64, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
                 kernel_init=_torch_default_kernel_init, name="conv1")(x)
     stages = ((64, 1), (128, 2), (256, 2), (512, 2))
     for i, (features, stride) in enumerate(stages):

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models import layers
 from jaxadv.models.mnist import _check_nhwc
 
 __all__ = [
@@ -67,7 +68,8 @@ class WideBasicBlock(nn.Module):
     Returns:
       float32 activations `[B, ceil(H / stride), ceil(W / stride), features]`.
     """
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_conv_init)
+    conv = functools.partial(layers.Conv, use_bias=False,
+                             kernel_init=_conv_init)
     out = nn.relu(_batch_norm(train, "bn1")(x))
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = conv(self.features, (1, 1), strides=(self.stride, self.stride),
@@ -152,7 +154,7 @@ class WideResNet(nn.Module):
           f"{self.dropout_rate}.")
     n = (self.depth - 4) // 6
     k = self.widen_factor
-    x = nn.Conv(16, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
+    x = layers.Conv(16, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
                 kernel_init=_conv_init, name="conv1")(x)
     stages = ((16 * k, 1), (32 * k, 2), (64 * k, 2))
     for i, (features, stride) in enumerate(stages):
