@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jaxadv import attacks
 from jaxadv import losses
-from jaxadv import models
+from jaxadv import training
 from jaxadv.models import layers
 
 # (input H, W, C_in, kernel, strides, padding, C_out): the shapes our models
@@ -124,9 +127,26 @@ def test_bad_rank():
     layers.Conv(4, (3, 3)).init(jax.random.key(0), jnp.zeros((8, 8, 1)))
 
 
-def _oi_convs_in_rolled_pgd(model) -> int:
-  """Convs with an OI-ordered kernel in a compiled 3-step rolled PGD."""
+class _Net(nn.Module):
+  """Strided and stride-1 convs, as in the fast-AT and Madry nets."""
+  explicit: bool
+
+  @nn.compact
+  def __call__(self, a, train: bool = False):
+    del train
+    conv = lambda *args, **kw: layers.Conv(*args, explicit_grads=self.explicit,
+                                           **kw)
+    a = nn.relu(conv(4, (4, 4), strides=(2, 2), padding=1)(a))
+    a = nn.relu(conv(4, (5, 5), padding="SAME")(a))
+    a = nn.relu(conv(4, (3, 3), strides=(2, 2), padding=1)(a))
+    return nn.Dense(10)(a.reshape(a.shape[0], -1))
+
+
+def _non_canonical_convs(explicit: bool) -> tuple[int, int]:
+  """Non-canonical convs in a compiled rolled PGD and rolled free-AT step."""
+  model = _Net(explicit)
   x = jnp.zeros((4, 28, 28, 1))
+  y = jnp.zeros(4, jnp.int32)
   variables = model.init(jax.random.key(0), x)
 
   def attack(v, xb, yb):
@@ -134,24 +154,29 @@ def _oi_convs_in_rolled_pgd(model) -> int:
     return attacks.pgd(loss_fn, xb, yb, jax.random.key(0), eps=0.1,
                        step_size=0.03, steps=3, loop="fori")
 
-  hlo = jax.jit(attack).lower(variables, x, jnp.zeros(4, jnp.int32))
-  return hlo.compile().as_text().count("_01oi->")
+  state = training.create_train_state(
+      model, jax.random.key(0), (1, 28, 28, 1), optax.sgd(0.1), eps=0.1,
+      delta_shape=x.shape)
+  step = training.free_at_step(replays=2, loop="fori")
+  counts = []
+  for fn, args in ((attack, (variables, x, y)),
+                   (step, (state, {"x": x, "y": y}, jax.random.key(0)))):
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    labels = re.findall(r"dim_labels=([a-z0-9_>-]+)", hlo)
+    assert labels, "no convolution found in the HLO"
+    counts.append(sum(lab != "b01f_01io->b01f" for lab in labels))
+  return tuple(counts)
 
 
-@pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])
-def test_rolled_loop_has_no_oi_kernels(name):
-  """The reason for layers.Conv: no OI-kernel conv inside the loop body.
+def test_explicit_grads_keep_rolled_loops_canonical():
+  """Why layers.Conv exists: canonical convs inside rolled loop bodies.
 
-  On XLA:CPU such convs take a slow path (PGD-40 ran 3.4x slower rolled
-  than unrolled with nn.Conv). Checked on the compiled HLO, not timed.
+  On XLA:CPU a conv with swapped kernel dims inside a while body takes a slow
+  path (PGD-40 ran 3.4x slower rolled than unrolled with nn.Conv). Checked on
+  the compiled HLO, not timed.
   """
   if jax.default_backend() != "cpu":
-    pytest.skip("explicit conv gradients are the default on CPU only")
-  assert _oi_convs_in_rolled_pgd(models.get_model(name)) == 0
-
-  class Plain(nn.Module):  # A net with flax's own conv: it has them.
-    @nn.compact
-    def __call__(self, a):
-      a = nn.relu(nn.Conv(4, (4, 4), strides=(2, 2), padding=1)(a))
-      return nn.Dense(10)(a.reshape(a.shape[0], -1))
-  assert _oi_convs_in_rolled_pgd(Plain()) > 0
+    pytest.skip("the layouts checked are XLA:CPU's")
+  assert _non_canonical_convs(explicit=True) == (0, 0)
+  pgd_plain, free_plain = _non_canonical_convs(explicit=False)
+  assert pgd_plain > 0 and free_plain > 0

@@ -1,15 +1,14 @@
 """The attack-step loop: unrolled or `lax.fori_loop`, chosen per backend.
 
-History, measured on XLA:CPU (2 cores, fast-AT MNIST net, batch 100, PGD-40;
-`experiments/benchmark.py`, "Attack loop form"): with `flax.linen.Conv` the
-rolled loop ran 3.4x slower than the unrolled one (595 vs 177 ms), because
-inside a while body XLA:CPU compiled the input-gradient convolution (kernel
-in OI order) with a slow generic emitter. jaxadv's models now use
-`jaxadv.models.layers.Conv`, whose input gradient is an HWIO convolution;
-with it the rolled loop is as fast (139 vs 139 ms at batch 100, 212 vs 250 ms
-for PGD-10 at batch 500, 595 vs 676 ms for the Madry CNN) and compiles 3x
-faster, so "fori" is the default on every backend. Models with plain
-`nn.Conv` layers may still run faster with `loop="unroll"` on CPU.
+Measured on XLA:CPU (2 cores, fast-AT MNIST net, batch 100): a 10-step PGD
+loop runs ~3x faster unrolled than as `lax.fori_loop`, and a 40-step loop
+~3.4x faster (see `experiments/benchmark_loop.py`). The cause is the conv
+gradient: inside a while body XLA:CPU compiles jax's input-gradient conv
+(kernel in OI order) with a slow generic emitter. With
+`jaxadv.models.layers.Conv(explicit_grads=True)` the rolled loop is as fast
+as the unrolled one (PGD-40: 139 vs 139 ms), but that layer is opt-in, so
+the default stays "unroll" on CPU. On GPU/TPU a rolled loop keeps compile
+time flat in the number of steps, so it is the default there.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ LOOP_FORMS = ("unroll", "fori")
 
 def default_loop(backend: Optional[str] = None) -> str:
   """The default loop form for `backend` (default: jax's default backend)."""
-  del backend  # The same on every backend measured (see the module doc).
-  return "fori"
+  backend = backend or jax.default_backend()
+  return "unroll" if backend == "cpu" else "fori"
 
 
 def run_loop(steps: int, body: Callable[[int, T], T], init: T,
