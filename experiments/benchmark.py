@@ -57,29 +57,34 @@ from jaxadv import models
 from jaxadv import training
 
 
-def parse_mode(mode: str) -> tuple[str, int]:
-  """"free:8" -> ("free", 8); "natural" -> ("natural", 0)."""
+def parse_mode(mode: str) -> tuple[str, int, str | None]:
+  """"free:8@fori" -> ("free", 8, "fori"); "natural" -> ("natural", 0, None).
+
+  The optional "@unroll" / "@fori" picks the replay / attack loop form;
+  without it the backend's default (`attacks.default_loop()`) is used.
+  """
+  mode, _, loop = mode.partition("@")
   name, _, arg = mode.partition(":")
-  return name, int(arg) if arg else 0
+  return name, int(arg) if arg else 0, loop or None
 
 
 def build_mode(mode: str):
   """(step fn, optimizer updates per call, forward-backward passes per call)."""
-  name, k = parse_mode(mode)
+  name, k, loop = parse_mode(mode)
   if name == "natural":
     return training.natural_step(), 1, 1
   if name == "fgsm_rs":
     return training.fgsm_rs_step(), 1, 2
   if name == "free":
-    return training.free_at_step(replays=k), k, k
+    return training.free_at_step(replays=k, loop=loop), k, k
   if name == "pgd":
-    return training.pgd_at_step(steps=k), 1, k + 1
+    return training.pgd_at_step(steps=k, loop=loop), 1, k + 1
   raise ValueError(f"unknown training mode {mode!r}")
 
 
 def _state_for(model_name: str, mode: str, x_shape, eps: float):
   import optax
-  name, _ = parse_mode(mode)
+  name, _, _ = parse_mode(mode)
   model = models.get_model(model_name)
   step_size = {"fgsm_rs": 1.25 * eps, "pgd": 0.01}.get(name, 0.0)
   return training.create_train_state(
@@ -395,12 +400,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   res["train"] = []
   for model_name in config.models:
     nat = None
-    for mode in config.modes:
+    for mode in tuple(config.modes) + tuple(
+        config.extra_modes.get(model_name, ())):
       r = time_train_mode(model_name, mode, batch, config.eps, config.warmup,
                           config.repeats)
       if mode == "natural":
         nat = r["per_update_s"]
-      name, k = parse_mode(mode)
+      name, k, _ = parse_mode(mode)
       r["epoch_equiv_s"] = r["per_update_s"] * nb
       r["ratio_to_natural"] = r["per_update_s"] / nat if nat else float("nan")
       limit = {"free": 1.05, "pgd": k + 1}.get(name)

@@ -6,14 +6,32 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
+from experiments import benchmark_conv
 from jaxadv import models
 
 
 @pytest.mark.parametrize("mode, updates, passes", [
-    ("natural", 1, 1), ("fgsm_rs", 1, 2), ("free:8", 8, 8), ("pgd:7", 1, 8)])
+    ("natural", 1, 1), ("fgsm_rs", 1, 2), ("free:8", 8, 8), ("pgd:7", 1, 8),
+    ("free:4@fori", 4, 4), ("pgd:3@unroll", 1, 4)])
 def test_build_mode_counts(mode, updates, passes):
   _, u, p = benchmark.build_mode(mode)
   assert (u, p) == (updates, passes)
+
+
+def test_parse_mode_loop_suffix():
+  assert benchmark.parse_mode("free:8@fori") == ("free", 8, "fori")
+  assert benchmark.parse_mode("natural") == ("natural", 0, None)
+  with pytest.raises(ValueError, match="loop"):
+    benchmark.build_mode("free:2@while")[0]
+
+
+def test_conv_benchmark_times_every_setting():
+  res = benchmark_conv.measure("fast_at_mnist", "im2col", attack_batch=4,
+                               train_batch=4, steps=1, replays=2, repeats=1)
+  assert set(res) == {"pgd_unroll", "pgd_fori", "natural", "free_unroll",
+                      "free_fori"}
+  for median_s, first_s in res.values():
+    assert 0 < median_s <= first_s + 1.0
 
 
 @pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])

@@ -1,4 +1,5 @@
-"""Tests for jaxadv.models.layers: Conv = nn.Conv, conv2d's VJP = jax's."""
+"""Tests for jaxadv.models.layers: Conv = nn.Conv; im2col and explicit convs'
+values and gradients = jax's."""
 
 from __future__ import annotations
 
@@ -44,15 +45,27 @@ def _inputs(shape, kernel_hw, c_out, seed=0):
   return x, kernel, kg
 
 
-@pytest.mark.parametrize("jit", [False, True])
-@pytest.mark.parametrize("shape,kernel_hw,strides,padding,c_out", CASES)
-def test_conv2d_vjp_matches_lax(shape, kernel_hw, strides, padding, c_out,
-                                jit):
+_CONV_FNS = {"explicit": layers.conv2d, "im2col": layers.conv2d_im2col}
+
+
+def _jit_cases():
+  """Every case jitted; the first three also un-jitted (the shapes we use)."""
+  out = []
+  for impl in _CONV_FNS:
+    out += [(impl, True) + case for case in CASES]
+    out += [(impl, False) + case for case in CASES[:3]]
+  return out
+
+
+@pytest.mark.parametrize("impl,jit,shape,kernel_hw,strides,padding,c_out",
+                         _jit_cases())
+def test_conv_vjp_matches_lax(impl, jit, shape, kernel_hw, strides, padding,
+                              c_out):
   x, kernel, kg = _inputs(shape, kernel_hw, c_out)
   pads = layers.explicit_padding(padding, shape[:2], kernel_hw, strides)
   ref_fn = lambda a, k: lax.conv_general_dilated(
       a, k, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  ours_fn = lambda a, k: layers.conv2d(a, k, strides, pads)
+  ours_fn = lambda a, k: _CONV_FNS[impl](a, k, strides, pads)
   if jit:
     ref_fn, ours_fn = jax.jit(ref_fn), jax.jit(ours_fn)
   y_ref, vjp_ref = jax.vjp(ref_fn, x, kernel)
@@ -66,13 +79,15 @@ def test_conv2d_vjp_matches_lax(shape, kernel_hw, strides, padding, c_out,
                                err_msg=name)
 
 
-def test_second_order_grad_matches_lax():
-  """grad-of-grad (e.g. gradient penalties) goes through the custom VJP."""
-  x, kernel, _ = _inputs((10, 10, 2), (3, 3), 4)
+@pytest.mark.parametrize("impl", list(_CONV_FNS))
+@pytest.mark.parametrize("kernel_hw", [(3, 3), (4, 4)])
+def test_second_order_grad_matches_lax(impl, kernel_hw):
+  """grad-of-grad (e.g. gradient penalties): custom VJP and im2col."""
+  x, kernel, _ = _inputs((10, 10, 2), kernel_hw, 4)
   pads = ((1, 1), (1, 1))
   ref_conv = lambda a, k: lax.conv_general_dilated(
       a, k, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  our_conv = lambda a, k: layers.conv2d(a, k, (2, 2), pads)
+  our_conv = lambda a, k: _CONV_FNS[impl](a, k, (2, 2), pads)
 
   def penalty(conv, k):
     gx = jax.grad(lambda a: jnp.sum(jnp.tanh(conv(a, k)) ** 2))(x)
@@ -84,14 +99,14 @@ def test_second_order_grad_matches_lax():
                              atol=1e-4 * float(jnp.abs(ref).max()))
 
 
-@pytest.mark.parametrize("explicit", [True, False])
+@pytest.mark.parametrize("impl", [None, "lax", "im2col", "explicit"])
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding,c_out",
-                         CASES[:6] + CASES[-2:])
+                         CASES[:5] + CASES[-2:])
 def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
-                                  explicit):
+                                  impl):
   x, _, _ = _inputs(shape, kernel_hw, c_out)
   ours = layers.Conv(c_out, kernel_hw, strides=strides, padding=padding,
-                     explicit_grads=explicit)
+                     impl=impl)
   ref = nn.Conv(c_out, kernel_hw, strides=strides, padding=padding)
   key = jax.random.key(1)
   v_ours, v_ref = ours.init(key, x), ref.init(key, x)
@@ -102,17 +117,36 @@ def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
                              rtol=1e-5, atol=1e-5)
 
 
-def test_forward_mode_needs_plain_conv():
-  x, _, _ = _inputs((8, 8, 2), (3, 3), 4)
-  plain = layers.Conv(4, (3, 3), explicit_grads=False)
-  custom = layers.Conv(4, (3, 3), explicit_grads=True)
-  v = plain.init(jax.random.key(0), x)
+@pytest.mark.parametrize("impl", ["lax", "im2col"])
+def test_forward_mode(impl):
+  """jvp works for lax and im2col; the explicit custom VJP refuses it."""
+  x, _, _ = _inputs((8, 8, 2), (4, 4), 4)
+  conv = layers.Conv(4, (4, 4), strides=(2, 2), padding=1, impl=impl)
+  custom = layers.Conv(4, (4, 4), strides=(2, 2), padding=1,
+                       impl="explicit")
+  v = conv.init(jax.random.key(0), x)
   t = jnp.ones_like(x)
-  _, jvp_plain = jax.jvp(lambda a: plain.apply(v, a), (x,), (t,))
-  np.testing.assert_allclose(jvp_plain, plain.apply(v, t) - plain.apply(
+  _, jvp = jax.jvp(lambda a: conv.apply(v, a), (x,), (t,))
+  # The conv is affine: its jvp is the linear part applied to t.
+  np.testing.assert_allclose(jvp, conv.apply(v, t) - conv.apply(
       v, jnp.zeros_like(x)), rtol=1e-5, atol=1e-5)
   with pytest.raises(TypeError, match="custom_vjp"):
     jax.jvp(lambda a: custom.apply(v, a), (x,), (t,))
+
+
+def test_default_impl():
+  # im2col on CPU only for kernels the stride divides; lax elsewhere.
+  assert layers.default_impl((4, 4), (2, 2), "cpu") == "im2col"
+  assert layers.default_impl((5, 5), (1, 1), "cpu") == "lax"
+  assert layers.default_impl((3, 3), (2, 2), "cpu") == "lax"
+  assert layers.default_impl((4, 4), (2, 2), "gpu") == "lax"
+  assert layers.default_impl((4, 4), (2, 2), "tpu") == "lax"
+
+
+def test_bad_impl():
+  with pytest.raises(ValueError, match="impl: expected one of"):
+    layers.Conv(4, (3, 3), impl="fft").init(jax.random.key(0),
+                                            jnp.zeros((1, 8, 8, 1)))
 
 
 @pytest.mark.parametrize("padding,match", [("FULL", "padding"),
@@ -129,22 +163,21 @@ def test_bad_rank():
 
 class _Net(nn.Module):
   """Strided and stride-1 convs, as in the fast-AT and Madry nets."""
-  explicit: bool
+  impl: str
 
   @nn.compact
   def __call__(self, a, train: bool = False):
     del train
-    conv = lambda *args, **kw: layers.Conv(*args, explicit_grads=self.explicit,
-                                           **kw)
+    conv = lambda *args, **kw: layers.Conv(*args, impl=self.impl, **kw)
     a = nn.relu(conv(4, (4, 4), strides=(2, 2), padding=1)(a))
     a = nn.relu(conv(4, (5, 5), padding="SAME")(a))
     a = nn.relu(conv(4, (3, 3), strides=(2, 2), padding=1)(a))
     return nn.Dense(10)(a.reshape(a.shape[0], -1))
 
 
-def _non_canonical_convs(explicit: bool) -> tuple[int, int]:
-  """Non-canonical convs in a compiled rolled PGD and rolled free-AT step."""
-  model = _Net(explicit)
+def _compiled_convs(impl: str) -> list[list[str]]:
+  """Conv dim_labels in a compiled rolled PGD and rolled free-AT step."""
+  model = _Net(impl)
   x = jnp.zeros((4, 28, 28, 1))
   y = jnp.zeros(4, jnp.int32)
   variables = model.init(jax.random.key(0), x)
@@ -162,13 +195,12 @@ def _non_canonical_convs(explicit: bool) -> tuple[int, int]:
   for fn, args in ((attack, (variables, x, y)),
                    (step, (state, {"x": x, "y": y}, jax.random.key(0)))):
     hlo = jax.jit(fn).lower(*args).compile().as_text()
-    labels = re.findall(r"dim_labels=([a-z0-9_>-]+)", hlo)
-    assert labels, "no convolution found in the HLO"
-    counts.append(sum(lab != "b01f_01io->b01f" for lab in labels))
-  return tuple(counts)
+    assert "while" in hlo, "the loop was not rolled"
+    counts.append(re.findall(r"dim_labels=([a-z0-9_>-]+)", hlo))
+  return counts
 
 
-def test_explicit_grads_keep_rolled_loops_canonical():
+def test_rolled_loops_compile_canonical_convs():
   """Why layers.Conv exists: canonical convs inside rolled loop bodies.
 
   On XLA:CPU a conv with swapped kernel dims inside a while body takes a slow
@@ -177,6 +209,10 @@ def test_explicit_grads_keep_rolled_loops_canonical():
   """
   if jax.default_backend() != "cpu":
     pytest.skip("the layouts checked are XLA:CPU's")
-  assert _non_canonical_convs(explicit=True) == (0, 0)
-  pgd_plain, free_plain = _non_canonical_convs(explicit=False)
-  assert pgd_plain > 0 and free_plain > 0
+  canonical = "b01f_01io->b01f"
+  for labels in _compiled_convs("explicit"):
+    assert labels and all(lab == canonical for lab in labels), labels
+  for labels in _compiled_convs("lax"):
+    assert any(lab != canonical for lab in labels), labels
+  # im2col leaves no convolution at all: slices, pads and dots only.
+  assert _compiled_convs("im2col") == [[], []]

@@ -1,14 +1,16 @@
 """The attack-step loop: unrolled or `lax.fori_loop`, chosen per backend.
 
-Measured on XLA:CPU (2 cores, fast-AT MNIST net, batch 100): a 10-step PGD
-loop runs ~3x faster unrolled than as `lax.fori_loop`, and a 40-step loop
-~3.4x faster (see `experiments/benchmark_loop.py`). The cause is the conv
-gradient: inside a while body XLA:CPU compiles jax's input-gradient conv
-(kernel in OI order) with a slow generic emitter. With
-`jaxadv.models.layers.Conv(explicit_grads=True)` the rolled loop is as fast
-as the unrolled one (PGD-40: 139 vs 139 ms), but that layer is opt-in, so
-the default stays "unroll" on CPU. On GPU/TPU a rolled loop keeps compile
-time flat in the number of steps, so it is the default there.
+On XLA:CPU the loop form's cost depends on the convolutions in the body
+(`jaxadv.models.layers`): with jax's own conv gradients a rolled loop ran
+~3.4x slower than the unrolled one (PGD-40, fast-AT MNIST net, batch 100:
+595 vs 177 ms), because XLA:CPU compiles non-canonical convs inside while
+bodies with a slow emitter. The fast-AT net's convs now default to im2col
+on CPU (no conv in the program), where the two forms cost about the same
+(PGD-10 at batch 500: 223 ms unrolled, 243 ms rolled); stride-1 convs
+(Madry CNN) still prefer unrolled. So the default stays "unroll" on CPU
+(`experiments/benchmark_loop.py`, `experiments/benchmark_conv.py` measure
+it). On GPU/TPU a rolled loop keeps compile time flat in the number of
+steps, so it is the default there.
 """
 
 from __future__ import annotations

@@ -1,45 +1,46 @@
-"""A 2-D convolution whose gradients XLA:CPU compiles well inside loops.
+"""2-D convolutions that XLA:CPU compiles well, in attacks and in loops.
 
-`jax.grad` of `lax.conv_general_dilated` gives convolutions with swapped
-kernel dimensions (`dim_labels=..._01oi->...` in the HLO) for the input
-gradient, and transposed operands for the kernel gradient. Outside a loop
-XLA:CPU canonicalises them and calls its fast (Eigen) convolution. Inside a
-`lax.fori_loop`/`scan` body it does not, and falls back to a generic
-emitter. Measured on 2 CPU cores (fast-AT MNIST net): PGD-40 at batch 100 ran
-3.4x slower rolled than unrolled (595 vs 177 ms), and free AT with m = 2
-rolled replays took 112 ms per call against 15 ms unrolled (Madry CNN: 3.5 s
-against 0.37 s). The gap is the same on one core: it is the emitted conv,
-not threading.
+`Conv` is a drop-in for `flax.linen.Conv` (same parameters, same values up to
+float32 rounding) with three implementations, chosen by `impl`:
 
-`conv2d` writes both gradients as canonical NHWC x HWIO convolutions (input
-gradient: the flipped kernel in HWIO layout over the dilated cotangent;
-kernel gradient: activations viewed as [C, H, W, N] against the cotangent as
-an HWIO window). Strided convolutions whose kernel the stride divides (the
-fast-AT net's 4x4 / 2) run as stride-1 convolutions on the space-to-depth
-input, forward and backward, which is ~1.3x faster for PGD at batch 500.
-With it the rolled loops run as fast as unrolled ones (PGD-40: 139 vs
-139 ms; free AT m = 2: 16 vs 18 ms per call) and compile ~3x faster.
-The price, measured: a natural training step outside any loop is ~1.3x
-slower (fast-AT net, batch 128: 10.1 vs 7.3 ms; Madry CNN: 240 vs 185 ms),
-because the explicit transposes are real copies there.
+* "lax": `lax.conv_general_dilated` and jax's own gradients (what `nn.Conv`
+  does). On GPU/TPU this is always the default.
+* "im2col" (`conv2d_im2col`): the patch matrix built from slices and a
+  concat, and one matmul. Strided convs whose kernel the stride divides
+  (the fast-AT MNIST net's 4x4 / 2) first become stride-1 convs on the
+  space-to-depth input, so a 4x4 / 2 conv reads 4 contiguous slices. The
+  program holds no convolution, so none of XLA:CPU's slow conv paths below
+  can be hit, and jax's autodiff (both modes, any order) applies unchanged.
+  Default on CPU for those strided convs. Measured on 2 cores with
+  `experiments/benchmark_conv.py` (fast-AT net, interleaved runs): PGD-10
+  at batch 500 took 197 ms unrolled and 206 ms as `fori_loop`, against
+  280 / 737 ms with "lax"; a natural step at batch 128 7.9 vs 8.4 ms; free
+  AT m = 8 with rolled replays 50 ms per call (lax: 415 rolled, 76
+  unrolled). For stride-1 5x5 convs (Madry CNN) the forward pass was ~4x
+  slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25 narrow slices
+  is slow) and a natural step 1.15x slower, so those stay "lax".
+* "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
+  canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
+  with swapped kernel dimensions (`dim_labels=..._01oi->...`) and transposed
+  operands; inside a `lax.fori_loop`/`scan` body XLA:CPU compiles those with
+  a slow generic emitter (PGD-40, batch 100: 595 ms rolled vs 177 unrolled;
+  rolled free AT m = 2 on the Madry CNN: 3.5 s vs 0.37 s per call, the same
+  on one core). With "explicit" rolled loops run about as fast as unrolled
+  ones (Madry CNN, `benchmark_conv.py`: PGD-10 at batch 100 762 ms rolled;
+  free AT m = 8 rolled 1.33 s per call against 9.24 s with "lax"), but a
+  natural step outside any loop is ~1.4x slower (190 vs 132 ms), and
+  forward-mode autodiff (`jax.jvp`) raises. Opt-in, for rolled loops over
+  stride-1 convs on CPU.
 
-Values equal jax's own gradients (the tests compare them across strides,
-kernel sizes and paddings, and grad-of-grad). Forward-mode differentiation
-(`jax.jvp`, `jax.jacfwd`) through `conv2d` raises; `Conv(explicit_grads=
-False)`, the default, is a plain `lax` convolution.
-
-Status: opt-in (`explicit_grads=True`). jaxadv's models use `Conv` with the
-default, so they compute exactly what `nn.Conv` computes. Not yet the
-default because, besides the natural-step cost above, a free-AT
-time-to-accuracy run with it switched on (robust_mnist recipe, m = 8, rolled
-replays) did not reach 80% PGD-20 accuracy within 400 s, where the default
-path reaches it in ~86 s; that has not been explained yet.
+All three give the values of `lax.conv_general_dilated` and its gradients
+(tests compare them across strides, kernel sizes, paddings, jitted and not,
+and grad-of-grad). Timing scripts: `experiments/benchmark_conv.py`.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 from flax.linen import dtypes as flax_dtypes
@@ -47,7 +48,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "conv2d", "explicit_padding"]
+__all__ = ["Conv", "IMPLS", "conv2d", "conv2d_im2col", "default_impl",
+           "explicit_padding"]
 
 Padding = Union[str, int, Sequence[tuple[int, int]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -88,6 +90,33 @@ def explicit_padding(padding: Padding, in_hw: Sequence[int],
   return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore
 
 
+IMPLS = ("lax", "im2col", "explicit")
+
+
+def default_impl(kernel_size: Sequence[int], strides: Sequence[int],
+                 backend: Optional[str] = None) -> str:
+  """The convolution implementation `Conv(impl=None)` uses.
+
+  "im2col" on CPU for strided convolutions whose kernel the stride divides
+  (the fast-AT MNIST net's two 4x4 / 2 convs), where it was measured faster
+  in attacks and no slower in training; "lax" everywhere else (stride-1 5x5
+  and 3x3 convs ran up to 4x slower as im2col on XLA:CPU; GPUs and TPUs have
+  their own conv kernels).
+
+  Args:
+    kernel_size: `(kh, kw)`.
+    strides: `(sh, sw)`.
+    backend: "cpu", "gpu", "tpu"; default: jax's default backend.
+
+  Returns:
+    "im2col" or "lax".
+  """
+  backend = backend or jax.default_backend()
+  if backend == "cpu" and _use_space_to_depth(kernel_size, strides):
+    return "im2col"
+  return "lax"
+
+
 def _conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
           pads: Pads) -> jax.Array:
   return lax.conv_general_dilated(x, kernel, strides, pads,
@@ -116,23 +145,42 @@ def _depth_to_space(x: jax.Array, strides: tuple[int, int],
   return x.reshape(b, h * sh, w * sw, c)
 
 
-def _s2d_kernel(kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
-  kh, kw, c, o = kernel.shape
+def _s2d_kernel(kernel: jax.Array, strides: tuple[int, int],
+                inverse: bool = False) -> jax.Array:
+  """[kh, kw, C, O] -> [kh/sh, kw/sw, sh*sw*C, O], matching _space_to_depth.
+
+  With `inverse=True`, maps a space-to-depth kernel `[kh/sh, kw/sw,
+  sh*sw*C, O]` back to `[kh, kw, C, O]`.
+  """
   sh, sw = strides
+  if inverse:
+    kh2, kw2, c2, o = kernel.shape
+    c = c2 // (sh * sw)
+    kernel = kernel.reshape(kh2, kw2, sh, sw, c, o).transpose(0, 2, 1, 3, 4, 5)
+    return kernel.reshape(kh2 * sh, kw2 * sw, c, o)
+  kh, kw, c, o = kernel.shape
   kernel = kernel.reshape(kh // sh, sh, kw // sw, sw, c, o)
-  return kernel.transpose(0, 2, 1, 3, 4, 5).reshape(
-      kh // sh, kw // sw, sh * sw * c, o)
+  kernel = kernel.transpose(0, 2, 1, 3, 4, 5)
+  return kernel.reshape(kh // sh, kw // sw, sh * sw * c, o)
 
 
-def _s2d_pads(in_hw, kernel_hw, strides, pads):
-  """Padding that makes the padded input a multiple of the strides."""
-  out = []
-  for size, k, s, (lo, hi) in zip(in_hw, kernel_hw, strides, pads):
-    n_out = (size + lo + hi - k) // s + 1
+def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
+  """Output height and width of a VALID conv over the padded input."""
+  return tuple((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi)
+               in zip(in_hw, kernel_hw, strides, pads))  # type: ignore
+
+
+def _s2d_input(x, kernel_hw, strides, pads):
+  """Pads `x` to a multiple of the strides and applies space-to-depth."""
+  full_pads = []
+  for size, n_out, k, s, (lo, hi) in zip(
+      x.shape[1:3], _out_hw(x.shape[1:3], kernel_hw, strides, pads),
+      kernel_hw, strides, pads):
     need = (n_out - 1) * s + k  # input rows the outputs read
     total = -(-max(need, size + lo + hi) // s) * s
-    out.append((lo, total - size - lo))
-  return tuple(out)
+    full_pads.append((lo, total - size - lo))
+  xp = jnp.pad(x, ((0, 0),) + tuple(full_pads) + ((0, 0),))
+  return _space_to_depth(xp, strides), tuple(full_pads)
 
 
 def _forward(x, kernel, strides, pads):
@@ -146,12 +194,9 @@ def _forward(x, kernel, strides, pads):
   kernel_hw = kernel.shape[:2]
   if not _use_space_to_depth(kernel_hw, strides):
     return _conv(x, kernel, strides, pads)
-  full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
-  n_out = [(size + lo + hi - k) // s + 1 for size, k, s, (lo, hi)
-           in zip(x.shape[1:3], kernel_hw, strides, pads)]
-  xp = jnp.pad(x, ((0, 0),) + full_pads + ((0, 0),))
-  y = _conv(_space_to_depth(xp, strides), _s2d_kernel(kernel, strides),
-            (1, 1), ((0, 0), (0, 0)))
+  n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
+  xs, _ = _s2d_input(x, kernel_hw, strides, pads)
+  y = _conv(xs, _s2d_kernel(kernel, strides), (1, 1), ((0, 0), (0, 0)))
   return y[:, :n_out[0], :n_out[1], :]
 
 
@@ -160,11 +205,10 @@ def _input_grad(x, kernel, strides, pads, g):
   kernel_hw = kernel.shape[:2]
   c = x.shape[-1]
   if _use_space_to_depth(kernel_hw, strides):
-    full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
+    xs, full_pads = _s2d_input(x, kernel_hw, strides, pads)
     k2 = _s2d_kernel(kernel, strides)
     kh, kw = k2.shape[:2]
-    s2d_hw = [(size + lo + hi) // s for size, s, (lo, hi)
-              in zip(x.shape[1:3], strides, full_pads)]
+    s2d_hw = xs.shape[1:3]
     # Transpose of a VALID stride-1 conv: a FULL conv with the flipped
     # kernel, then zero rows for outputs the slice dropped.
     gy = jnp.pad(g, ((0, 0), (0, s2d_hw[0] - kh + 1 - g.shape[1]),
@@ -210,6 +254,49 @@ def _kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
   return gk.transpose(1, 2, 0, 3)
 
 
+def conv2d_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                  pads: Pads) -> jax.Array:
+  """NHWC x HWIO convolution as im2col (slices and a concat) and one matmul.
+
+  Strided convolutions whose kernel the stride divides are first turned into
+  stride-1 convolutions on the space-to-depth input (a 4x4 / 2 conv becomes a
+  2x2 window over 4x the channels), so the patch matrix is built from
+  `(kh/sh) * (kw/sw)` contiguous slices. The program then holds no
+  convolution at all, only slices, pads and dots, and jax's autodiff of
+  those is what XLA:CPU compiles well, rolled loop bodies included. Any
+  stride, kernel and padding works; `default_impl` uses it only where it was
+  measured faster (see the module doc).
+
+  Args:
+    x: `[B, H, W, C_in]` float activations.
+    kernel: `[kh, kw, C_in, C_out]` float kernel (HWIO).
+    strides: static `(sh, sw)`, Python ints.
+    pads: static `((top, bottom), (left, right))`, Python ints.
+
+  Returns:
+    `[B, H_out, W_out, C_out]`, equal to `lax.conv_general_dilated` up to
+    float32 summation order. Differentiable in both modes, to any order.
+  """
+  kernel_hw = kernel.shape[:2]
+  n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
+  if _use_space_to_depth(kernel_hw, strides):
+    x, _ = _s2d_input(x, kernel_hw, strides, pads)
+    kernel = _s2d_kernel(kernel, strides)
+    strides = (1, 1)
+  else:
+    x = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
+  kh, kw, c, o = kernel.shape
+  sh, sw = strides
+  b = x.shape[0]
+  cols = [lax.slice(x, (0, i, j, 0),
+                    (b, i + (n_out[0] - 1) * sh + 1,
+                     j + (n_out[1] - 1) * sw + 1, c), (1, sh, sw, 1))
+          for i in range(kh) for j in range(kw)]
+  patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
+  y = jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(-1, o))
+  return y.reshape(b, n_out[0], n_out[1], o)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
            pads: Pads) -> jax.Array:
@@ -244,16 +331,12 @@ def _conv2d_bwd(strides, pads, res, g):
   gx = _input_grad(x, kernel, strides, pads, g)
   kernel_hw = kernel.shape[:2]
   if _use_space_to_depth(kernel_hw, strides):
-    full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
-    xs = _space_to_depth(
-        jnp.pad(x, ((0, 0),) + full_pads + ((0, 0),)), strides)
-    kh, kw, c, o = kernel.shape
+    xs, _ = _s2d_input(x, kernel_hw, strides, pads)
+    kh, kw = kernel_hw
     sh, sw = strides
     gk2 = _kernel_grad(xs, g, (kh // sh, kw // sw), (1, 1),
                        ((0, 0), (0, 0)))
-    # Inverse of _s2d_kernel (the same axis swap).
-    gk = gk2.reshape(kh // sh, kw // sw, sh, sw, c, o).transpose(
-        0, 2, 1, 3, 4, 5).reshape(kh, kw, c, o)
+    gk = _s2d_kernel(gk2, strides, inverse=True)
   else:
     gk = _kernel_grad(x, g, kernel_hw, strides, pads)
   return gx.astype(x.dtype), gk.astype(kernel.dtype)
@@ -277,9 +360,12 @@ class Conv(nn.Module):
     use_bias: add a learned bias.
     kernel_init: kernel initialiser.
     bias_init: bias initialiser.
-    explicit_grads: use `conv2d`'s custom VJP (opt-in; see the module
-      doc for what it costs and buys on CPU). False (default): a plain `lax`
-      convolution, which also supports forward-mode autodiff.
+    impl: "lax" (`lax.conv_general_dilated` and jax's own gradients),
+      "im2col" (`conv2d_im2col`: slices and one matmul), "explicit"
+      (`conv2d`: custom VJP with canonical gradient convs; opt-in, no
+      forward mode), or None (default): `default_impl(kernel_size,
+      strides)` for the running backend. All give the same values up to
+      float32 rounding.
   """
 
   features: int
@@ -289,7 +375,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros_init()
-  explicit_grads: bool = False
+  impl: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -299,13 +385,19 @@ class Conv(nn.Module):
                        f"{x.shape}")
     kernel_hw = tuple(int(k) for k in self.kernel_size)
     strides = tuple(int(s) for s in self.strides)
+    impl = self.impl or default_impl(kernel_hw, strides)
+    if impl not in IMPLS:
+      raise ValueError(f"impl: expected one of {IMPLS} or None, got "
+                       f"{self.impl!r}")
     kernel = self.param("kernel", self.kernel_init,
                         kernel_hw + (x.shape[-1], self.features))
     bias = (self.param("bias", self.bias_init, (self.features,))
             if self.use_bias else None)
     x, kernel, bias = flax_dtypes.promote_dtype(x, kernel, bias)
     pads = explicit_padding(self.padding, x.shape[1:3], kernel_hw, strides)
-    if self.explicit_grads:
+    if impl == "im2col":
+      y = conv2d_im2col(x, kernel, strides, pads)
+    elif impl == "explicit":
       y = conv2d(x, kernel, strides, pads)
     else:
       y = _conv(x, kernel, strides, pads)

@@ -8,6 +8,9 @@ interface with the CIFAR models) and ignored.
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import flax.linen as nn
 import jax
 
@@ -62,9 +65,13 @@ class FastATMNIST(nn.Module):
 
   Attributes:
     num_classes: Number of output logits `K`.
+    conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
+      "explicit"); None (default) picks per backend (`layers.default_impl`).
+      Parameters and outputs are the same for every choice.
   """
 
   num_classes: int = 10
+  conv_impl: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -85,12 +92,12 @@ class FastATMNIST(nn.Module):
     """
     del train  # Unused: no BatchNorm / dropout.
     _check_nhwc(x, type(self).__name__)
-    pad = ((1, 1), (1, 1))
-    x = layers.Conv(16, (4, 4), strides=(2, 2), padding=pad,
-                kernel_init=_torch_default_kernel_init, name="conv1")(x)
+    conv = functools.partial(layers.Conv, kernel_size=(4, 4), strides=(2, 2),
+                             padding=((1, 1), (1, 1)), impl=self.conv_impl,
+                             kernel_init=_torch_default_kernel_init)
+    x = conv(16, name="conv1")(x)
     x = nn.relu(x)
-    x = layers.Conv(32, (4, 4), strides=(2, 2), padding=pad,
-                kernel_init=_torch_default_kernel_init, name="conv2")(x)
+    x = conv(32, name="conv2")(x)
     x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     x = nn.Dense(100, kernel_init=_torch_default_kernel_init, name="fc1")(x)
@@ -120,9 +127,13 @@ class MadryCNN(nn.Module):
 
   Attributes:
     num_classes: Number of output logits `K`.
+    conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
+      "explicit"); None (default) picks per backend (`layers.default_impl`).
+      Parameters and outputs are the same for every choice.
   """
 
   num_classes: int = 10
+  conv_impl: Optional[str] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -145,12 +156,13 @@ class MadryCNN(nn.Module):
     _check_nhwc(x, type(self).__name__)
     kernel_init = nn.initializers.truncated_normal(stddev=0.1)
     bias_init = nn.initializers.constant(0.1)
-    x = layers.Conv(32, (5, 5), padding="SAME", kernel_init=kernel_init,
-                bias_init=bias_init, name="conv1")(x)
+    conv = functools.partial(layers.Conv, kernel_size=(5, 5), padding="SAME",
+                             impl=self.conv_impl, kernel_init=kernel_init,
+                             bias_init=bias_init)
+    x = conv(32, name="conv1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-    x = layers.Conv(64, (5, 5), padding="SAME", kernel_init=kernel_init,
-                bias_init=bias_init, name="conv2")(x)
+    x = conv(64, name="conv2")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     x = x.reshape((x.shape[0], -1))

@@ -1,0 +1,118 @@
+r"""Measures `layers.Conv`'s implementations: lax, im2col and explicit.
+
+  python -m experiments.benchmark_conv [--models=fast_at_mnist,madry_cnn]
+      [--impls=lax,im2col,explicit] [--attack_batch=500] [--train_batch=128]
+
+For each model and conv implementation, prints the median time (after a
+warm-up call; compile time separately) of a PGD-10 attack, unrolled and as
+`lax.fori_loop`, and of a natural and a free-AT (m = `--replays`, unrolled
+and rolled) training step. The implementations are interleaved `--rounds` times, so a
+busy machine slows all of them alike. This is where the numbers in
+`jaxadv/models/layers.py`'s docstring come from, and what
+`layers.default_impl` is chosen by.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxadv import attacks
+from jaxadv import losses
+from jaxadv import models
+from jaxadv import training
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  flags.DEFINE_list("models", ["fast_at_mnist", "madry_cnn"], "Models.")
+  flags.DEFINE_list("impls", ["lax", "im2col", "explicit"], "Conv impls.")
+  flags.DEFINE_integer("attack_batch", 500, "PGD batch size.")
+  flags.DEFINE_integer("train_batch", 128, "Training batch size.")
+  flags.DEFINE_integer("steps", 10, "PGD steps.")
+  flags.DEFINE_integer("replays", 8, "Free-AT replays m.")
+  flags.DEFINE_integer("repeats", 5, "Timed calls per setting and round.")
+  flags.DEFINE_integer("rounds", 2, "Interleaved rounds over the impls.")
+
+
+def _time(fn, *args, repeats: int) -> tuple[float, float]:
+  """(median seconds per call after warm-up, seconds of the first call)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(*args))
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)), first
+
+
+def measure(model_name: str, impl: str, *, attack_batch: int,
+            train_batch: int, steps: int, replays: int,
+            repeats: int) -> dict:
+  """Times PGD and training steps of `model_name` with `conv_impl=impl`."""
+  model = models.get_model(model_name, conv_impl=impl)
+  x = jax.random.uniform(jax.random.key(1), (attack_batch, 28, 28, 1))
+  y = jnp.arange(attack_batch) % 10
+  variables = model.init(jax.random.key(0), x[:1])
+  out = {}
+  for loop in ("unroll", "fori"):
+    def attack(variables, x, y, key, loop=loop):
+      loss_fn = losses.make_loss_fn(lambda v: model.apply(variables, v))
+      return attacks.pgd(loss_fn, x, y, key, eps=0.3, step_size=0.01,
+                         steps=steps, loop=loop)
+    out[f"pgd_{loop}"] = _time(jax.jit(attack), variables, x, y,
+                               jax.random.key(2), repeats=repeats)
+  batch = {"x": x[:train_batch], "y": y[:train_batch]}
+  steps_fns = {"natural": (training.natural_step(), False),
+               "free_unroll": (training.free_at_step(replays=replays,
+                                                     loop="unroll"), True),
+               "free_fori": (training.free_at_step(replays=replays,
+                                                   loop="fori"), True)}
+  for name, (step, free) in steps_fns.items():
+    state = training.create_train_state(
+        model, jax.random.key(0), (1, 28, 28, 1), optax.sgd(0.01, 0.9),
+        eps=0.3, delta_shape=batch["x"].shape if free else None)
+    fn = jax.jit(lambda s, b, k, step=step: step(s, b, k)[0])
+    out[name] = _time(fn, state, batch, jax.random.key(3), repeats=repeats)
+  return out
+
+
+def main(argv):
+  del argv
+  print(f"backend {jax.default_backend()}, devices {jax.devices()}")
+  cols = ["pgd_unroll", "pgd_fori", "natural", "free_unroll", "free_fori"]
+  for model_name in FLAGS.models:
+    res = {impl: [] for impl in FLAGS.impls}
+    for _ in range(FLAGS.rounds):
+      for impl in FLAGS.impls:
+        res[impl].append(measure(
+            model_name, impl, attack_batch=FLAGS.attack_batch,
+            train_batch=FLAGS.train_batch, steps=FLAGS.steps,
+            replays=FLAGS.replays, repeats=FLAGS.repeats))
+    print(f"\n{model_name}: PGD-{FLAGS.steps} at batch {FLAGS.attack_batch}, "
+          f"training steps at batch {FLAGS.train_batch} (free: m = "
+          f"{FLAGS.replays}); ms per call, median "
+          f"over {FLAGS.rounds} rounds (first-call s in brackets)\n")
+    print("| impl | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for impl, rounds in res.items():
+      cells = []
+      for c in cols:
+        ms = 1e3 * float(np.median([r[c][0] for r in rounds]))
+        first = float(np.median([r[c][1] for r in rounds]))
+        cells.append(f"{ms:.1f} ({first:.1f})")
+      print(f"| {impl} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)
