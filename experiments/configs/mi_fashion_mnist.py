@@ -3,11 +3,12 @@
 Same models, defences and attacks as `mi_mnist.py` (fast-AT MNIST net, eps
 0.05 main table, eps sweep 0.02-0.3 for PGD-10).
 
-Run (about 45 minutes on 2 otherwise idle CPU cores):
+Run (PGD-10/50/200; not yet timed end to end on CPU, and well over the
+PGD-10 protocol's time, which on MNIST was 27.5 minutes on 2 idle cores):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_fashion_mnist.py --workdir=/tmp/mi_fmnist
-PGD-10 only (every defence, oblivious and adaptive, the eps sweep; about a
-quarter of the attack cost): append `:pgd10` to the config path.
+PGD-10 only (every defence, oblivious and adaptive, the eps sweep): append
+`:pgd10` to the config path.
 Smoke run (< 5 minutes on 2 CPU cores):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_fashion_mnist.py:quick --workdir=/tmp/q
