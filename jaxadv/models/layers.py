@@ -16,8 +16,11 @@ float32 rounding) with three implementations, chosen by `impl`:
   at batch 500 took 197 ms unrolled and 206 ms as `fori_loop`, against
   280 / 737 ms with "lax"; a natural step at batch 128 7.9 vs 8.4 ms; free
   AT m = 8 with rolled replays 50 ms per call (lax: 415 rolled, 76
-  unrolled). For stride-1 5x5 convs (Madry CNN) the forward pass was ~4x
-  slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25 narrow slices
+  unrolled). Its cost: a forward pass alone, with no gradient, is slower
+  (whole fast-AT net at batch 500: 25-30 vs 13 ms; not yet explained, an
+  optimization barrier before the matmul did not change it); use "lax"
+  for forward-only work. For stride-1 5x5 convs (Madry CNN) the forward
+  pass was ~4x slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25 narrow slices
   is slow) and a natural step 1.15x slower, so those stay "lax".
 * "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
   canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
