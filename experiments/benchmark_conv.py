@@ -6,9 +6,9 @@ r"""Measures `layers.Conv`'s implementations: lax, im2col and explicit.
 For each model and conv implementation, prints the median time (after a
 warm-up call; compile time separately) of a PGD-10 attack, unrolled and as
 `lax.fori_loop`, and of a natural and a free-AT (m = `--replays`, unrolled
-and rolled) training step. The implementations are interleaved `--rounds` times, so a
-busy machine slows all of them alike. This is where the numbers in
-`jaxadv/models/layers.py`'s docstring come from, and what
+and rolled) training step. The implementations are interleaved `--rounds`
+times, so a busy machine slows all of them alike. This is where the numbers
+in `jaxadv/models/layers.py`'s docstring come from, and what
 `layers.default_impl` is chosen by.
 """
 

@@ -20,8 +20,9 @@ float32 rounding) with three implementations, chosen by `impl`:
   (whole fast-AT net at batch 500: 25-30 vs 13 ms; not yet explained, an
   optimization barrier before the matmul did not change it); use "lax"
   for forward-only work. For stride-1 5x5 convs (Madry CNN) the forward
-  pass was ~4x slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25 narrow slices
-  is slow) and a natural step 1.15x slower, so those stay "lax".
+  pass was ~4x slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25
+  narrow slices is slow) and a natural step 1.15x slower, so those stay
+  "lax".
 * "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
   canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
   with swapped kernel dimensions (`dim_labels=..._01oi->...`) and transposed
@@ -173,17 +174,23 @@ def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
                in zip(in_hw, kernel_hw, strides, pads))  # type: ignore
 
 
-def _s2d_input(x, kernel_hw, strides, pads):
-  """Pads `x` to a multiple of the strides and applies space-to-depth."""
+def _s2d_pads(in_hw, kernel_hw, strides, pads) -> Pads:
+  """Padding that makes the padded input a multiple of the strides."""
   full_pads = []
   for size, n_out, k, s, (lo, hi) in zip(
-      x.shape[1:3], _out_hw(x.shape[1:3], kernel_hw, strides, pads),
-      kernel_hw, strides, pads):
+      in_hw, _out_hw(in_hw, kernel_hw, strides, pads), kernel_hw, strides,
+      pads):
     need = (n_out - 1) * s + k  # input rows the outputs read
     total = -(-max(need, size + lo + hi) // s) * s
     full_pads.append((lo, total - size - lo))
-  xp = jnp.pad(x, ((0, 0),) + tuple(full_pads) + ((0, 0),))
-  return _space_to_depth(xp, strides), tuple(full_pads)
+  return tuple(full_pads)  # type: ignore
+
+
+def _s2d_input(x, kernel_hw, strides, pads):
+  """Pads `x` to a multiple of the strides and applies space-to-depth."""
+  full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
+  xp = jnp.pad(x, ((0, 0),) + full_pads + ((0, 0),))
+  return _space_to_depth(xp, strides)
 
 
 def _forward(x, kernel, strides, pads):
@@ -198,7 +205,7 @@ def _forward(x, kernel, strides, pads):
   if not _use_space_to_depth(kernel_hw, strides):
     return _conv(x, kernel, strides, pads)
   n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
-  xs, _ = _s2d_input(x, kernel_hw, strides, pads)
+  xs = _s2d_input(x, kernel_hw, strides, pads)
   y = _conv(xs, _s2d_kernel(kernel, strides), (1, 1), ((0, 0), (0, 0)))
   return y[:, :n_out[0], :n_out[1], :]
 
@@ -208,10 +215,11 @@ def _input_grad(x, kernel, strides, pads, g):
   kernel_hw = kernel.shape[:2]
   c = x.shape[-1]
   if _use_space_to_depth(kernel_hw, strides):
-    xs, full_pads = _s2d_input(x, kernel_hw, strides, pads)
+    full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
     k2 = _s2d_kernel(kernel, strides)
     kh, kw = k2.shape[:2]
-    s2d_hw = xs.shape[1:3]
+    s2d_hw = [(size + lo + hi) // s for size, s, (lo, hi)
+              in zip(x.shape[1:3], strides, full_pads)]
     # Transpose of a VALID stride-1 conv: a FULL conv with the flipped
     # kernel, then zero rows for outputs the slice dropped.
     gy = jnp.pad(g, ((0, 0), (0, s2d_hw[0] - kh + 1 - g.shape[1]),
@@ -283,7 +291,7 @@ def conv2d_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   kernel_hw = kernel.shape[:2]
   n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
   if _use_space_to_depth(kernel_hw, strides):
-    x, _ = _s2d_input(x, kernel_hw, strides, pads)
+    x = _s2d_input(x, kernel_hw, strides, pads)
     kernel = _s2d_kernel(kernel, strides)
     strides = (1, 1)
   else:
@@ -334,7 +342,7 @@ def _conv2d_bwd(strides, pads, res, g):
   gx = _input_grad(x, kernel, strides, pads, g)
   kernel_hw = kernel.shape[:2]
   if _use_space_to_depth(kernel_hw, strides):
-    xs, _ = _s2d_input(x, kernel_hw, strides, pads)
+    xs = _s2d_input(x, kernel_hw, strides, pads)
     kh, kw = kernel_hw
     sh, sw = strides
     gk2 = _kernel_grad(xs, g, (kh // sh, kw // sw), (1, 1),
