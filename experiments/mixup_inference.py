@@ -195,11 +195,20 @@ class Evaluator:
     self.pools, self.mi_ol_lam = pools, mi_ol_lam
     self._cache: dict = {}
     self.put = np.asarray
+    self.multiple = 1 if mesh is None else mesh.size
     if mesh is not None:
       parallel.check_batch_size(config.eval.batch_size, mesh,
                                 "config.eval.batch_size")
       self.variables = parallel.replicate(variables, mesh)
       self.put = lambda a: parallel.shard_batch(a, mesh)
+
+  def _run(self, fn: Callable, arrays: tuple) -> np.ndarray:
+    """`_batched` with `config.eval.batch_size`, or one batch of the data
+    (rounded up to the device count) when there is less: a 100-example
+    attack is not padded to a 500-example batch."""
+    n, m = len(arrays[0]), self.multiple
+    batch_size = min(self.config.eval.batch_size, -(-n // m) * m)
+    return _batched(fn, arrays, batch_size, self.put)
 
   def _jit(self, signature, build):
     if signature not in self._cache:
@@ -215,16 +224,15 @@ class Evaluator:
     `fold_in(key, i)`."""
     fn = self._jit(("probs", defense), lambda: (
         lambda v, x, k: jnp.argmax(self._defense(defense)(v, x, k), -1)))
-    return _batched(
+    return self._run(
         lambda i, xb: fn(self.variables, xb, jax.random.fold_in(key, i)),
-        (x,), self.config.eval.batch_size, self.put)
+        (x,))
 
   def probs(self, defense: str, x: np.ndarray, key, lam) -> np.ndarray:
     """MI-PL / MI-OL probabilities at mixing weight `lam` (traced), [n, C]."""
     fn = self._jit(("mi_lam", defense), lambda: self._defense(defense))
-    return _batched(lambda i, xb: fn(self.variables, xb, key,
-                                     jnp.float32(lam)),
-                    (x,), self.config.eval.batch_size, self.put)
+    return self._run(lambda i, xb: fn(self.variables, xb, key,
+                                      jnp.float32(lam)), (x,))
 
   def oblivious(self, x, y, key, *, eps, steps, targeted) -> np.ndarray:
     """PGD on the base model (the defence is not seen by the attack)."""
@@ -240,9 +248,8 @@ class Evaluator:
                            targeted=targeted)
       return fn
     fn = self._jit(("pgd", steps, targeted), build)
-    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
-                                         jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size, self.put)
+    return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                          jnp.float32(eps)), (x, y))
 
   def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """EOT-PGD through the defence (capped draws per step)."""
@@ -261,9 +268,8 @@ class Evaluator:
                                loop=ac.loop)
       return fn
     fn = self._jit(("eot", defense, steps, targeted), build)
-    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
-                                         jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size, self.put)
+    return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                          jnp.float32(eps)), (x, y))
 
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """Pang et al.'s adaptive attack: mean PGD perturbation on mixed inputs."""
@@ -284,13 +290,27 @@ class Evaluator:
             targeted=targeted, loop=ac.loop)
       return fn
     fn = self._jit(("paper", defense, steps, targeted), build)
-    return _batched(lambda i, xb, yb: fn(self.variables, xb, yb, key,
-                                         jnp.float32(eps)),
-                    (x, y), self.config.eval.batch_size, self.put)
+    return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
+                                          jnp.float32(eps)), (x, y))
 
 
 # --------------------------------------------------------------------------
 # Evaluation plan
+
+
+def attack_examples(config, steps: int) -> int:
+  """How many test examples the `steps`-step attacks run on: the entry of
+  `config.eval.examples_by_steps` ((steps, n) pairs) for `steps`, else
+  `config.eval.num_examples`. Long attacks may run on fewer examples; every
+  attack of one step count (oblivious, EOT, the paper's, the worst case)
+  uses the same first n, so their per-example verdicts line up."""
+  by_steps = dict((int(s), int(n)) for s, n in
+                  (config.eval.get("examples_by_steps") or ()))
+  n = by_steps.get(int(steps), int(config.eval.num_examples))
+  if n < 1:
+    raise ValueError(f"config.eval.examples_by_steps: expected a positive "
+                     f"number of examples for {steps} steps, got {n}.")
+  return n
 
 
 def attack_settings(config) -> list[tuple[bool, int, float]]:
@@ -301,10 +321,15 @@ def attack_settings(config) -> list[tuple[bool, int, float]]:
   return list(dict.fromkeys(settings))
 
 
-def _record(model, defense, attack, targeted, mode, steps, eps, acc) -> dict:
-  return {"model": model, "defense": defense, "attack": attack,
-          "targeted": bool(targeted), "mode": mode, "steps": int(steps),
-          "eps": float(eps), "acc": float(acc)}
+def _record(model, defense, attack, targeted, mode, steps, eps, acc,
+            num_examples: int | None = None) -> dict:
+  """A result record (RESULT_KEYS, plus how many examples `acc` is over)."""
+  r = {"model": model, "defense": defense, "attack": attack,
+       "targeted": bool(targeted), "mode": mode, "steps": int(steps),
+       "eps": float(eps), "acc": float(acc)}
+  if num_examples is not None:
+    r["num_examples"] = int(num_examples)
+  return r
 
 
 def _rkey(r: dict) -> tuple:
@@ -369,13 +394,27 @@ def worst_case_records(name: str, config, per_example: PerExample) -> list:
         continue
       parts = [per_example.get(_record(name, d, a, targeted, m, steps, eps, 0))
                for a, m in WORST_CASE_OF]
-      parts = [p for p in parts if p is not None]
+      n = attack_examples(config, steps)
+      parts = [p for p in parts if p is not None and len(p) == n]
       if len(parts) < 2:
         continue
       correct = np.logical_and.reduce(parts)
       out.append(_record(name, d, "worst_case", targeted, "adaptive", steps,
-                         eps, float(np.mean(correct))))
+                         eps, float(np.mean(correct)), len(correct)))
   return out
+
+
+def _upsert(records: list, done: set, record: dict) -> None:
+  """Adds `record`, replacing (in place) one with the same key: a re-run
+  attack (e.g. after `examples_by_steps` changed) supersedes the old one."""
+  key = _rkey(record)
+  if key in done:
+    for i, r in enumerate(records):
+      if _rkey(r) == key:
+        records[i] = record
+        return
+  records.append(record)
+  done.add(key)
 
 
 def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
@@ -386,13 +425,12 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
   ec = config.eval
   done = {_rkey(r) for r in records}
   x_clean, y_clean = test[0][:ec.clean_examples], test[1][:ec.clean_examples]
-  x, y = test[0][:ec.num_examples], test[1][:ec.num_examples]
-  targets = targets_all[:ec.num_examples]
   timings = {}
 
   # Clean accuracy of every defence.
   for d in config.defenses:
-    rec = _record(name, d, "none", False, "oblivious", 0, 0.0, 0.0)
+    rec = _record(name, d, "none", False, "oblivious", 0, 0.0, 0.0,
+                  len(y_clean))
     if _rkey(rec) in done:
       continue
     t0 = time.perf_counter()
@@ -421,12 +459,16 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
     else:
       attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
       recs = [_record(name, d, attack, targeted, "adaptive", steps, eps, 0)]
-    return any(_rkey(r) not in done or r not in per_example for r in recs)
+    n = attack_examples(config, steps)
+    return any(_rkey(r) not in done or r not in per_example
+               or len(per_example.get(r)) != n for r in recs)
 
   jobs = [j for j in jobs if pending(j)]
   for i, (mode, d, targeted, steps, eps) in enumerate(
       tqdm.tqdm(jobs, desc=f"attacks on {name}", disable=not config.progress)):
-    y_att = targets if targeted else y
+    n = attack_examples(config, steps)
+    x, y = test[0][:n], test[1][:n]
+    y_att = targets_all[:n] if targeted else y
     akey = jax.random.fold_in(key, zlib.crc32(
         f"{mode}/{d}/{targeted}/{steps}".encode()) % 2**31)
     t0 = time.perf_counter()
@@ -448,28 +490,24 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
       acc = float(np.mean(correct))
       if mode == "oblivious":
         recs = [_record(name, dd, "pgd", targeted, "oblivious", steps, eps,
-                        acc)]
+                        acc, n)]
         if dd == "none":  # EOT over no randomness is PGD itself.
           recs.append(_record(name, dd, "pgd", targeted, "adaptive", steps,
-                              eps, acc))
+                              eps, acc, n))
       else:
         attack = "eot_pgd" if mode == "adaptive" else "pgd_mixed_avg"
         recs = [_record(name, dd, attack, targeted, "adaptive", steps, eps,
-                        acc)]
+                        acc, n)]
       for r in recs:
         per_example.put(r, correct)
-        if _rkey(r) not in done:
-          records.append(r)
-          done.add(_rkey(r))
+        _upsert(records, done, r)
     timings[f"{mode}/{d}/{'t' if targeted else 'u'}{steps}/{eps}"] = (
         attack_seconds)
     per_example.save()
     save()
 
   for r in worst_case_records(name, config, per_example):
-    if _rkey(r) not in done:
-      records.append(r)
-      done.add(_rkey(r))
+    _upsert(records, done, r)
   save()
   return timings
 
@@ -573,8 +611,15 @@ def format_tables(records: list, config) -> str:
                  "worst case over oblivious PGD, EOT-PGD and Pang et al.'s "
                  "attack; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
                  "et al.'s adaptive attack alone)\n")
+    def head(t, s):
+      n = attack_examples(config, s)
+      return (f"{'targeted' if t else 'untargeted'} PGD-{s}" +
+              (f" (n = {n})" if n != ec.num_examples else ""))
+    lines.append(f"Clean accuracy on {ec.clean_examples} test images, attacks "
+                 f"on the first {ec.num_examples} (fewer where a column says "
+                 "n).\n")
     lines.append("| defence | clean | " + " | ".join(
-        f"{'targeted' if t else 'untargeted'} PGD-{s}" for t, s in cols) + " |")
+        head(t, s) for t, s in cols) + " |")
     lines.append("|---" * (len(cols) + 2) + "|")
     for d in config.defenses:
       row = [d, pct(_acc(records, model=model, defense=d, attack="none"))]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.ndimage
 
 from jaxadv import attacks
 from jaxadv import defenses
@@ -205,6 +206,22 @@ def test_transform_identities():
       atol=1e-5)
   np.testing.assert_allclose(
       defenses.gaussian_noise(image, key, sigma=0.0), image)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_rotate_direction_and_interpolation(jit):
+  image = np.asarray(jax.random.uniform(jax.random.key(2), (16, 16, 2)))
+  rotate = jax.jit(input_transforms.rotate) if jit else input_transforms.rotate
+  # Counter-clockwise, as displayed (rows down): a quarter turn is rot90.
+  np.testing.assert_allclose(rotate(image, np.pi / 2),
+                             np.rot90(image, 1, axes=(0, 1)), atol=1e-5)
+  # Bilinear: scipy's rotation away from the border (which the two fill
+  # differently: partial pixels blend with zeros here).
+  ref = scipy.ndimage.rotate(image, 17.0, reshape=False, order=1,
+                             mode="constant", cval=0.0)
+  out = np.asarray(rotate(image, np.deg2rad(17.0)))
+  np.testing.assert_allclose(out[3:-3, 3:-3], ref[3:-3, 3:-3], atol=1e-5)
+  assert not np.allclose(out, image, atol=0.05)
 
 
 def test_resize_pad_leaves_zero_border():

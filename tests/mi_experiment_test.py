@@ -32,6 +32,7 @@ def _tiny_config():
   config.eval.clean_examples = 40
   config.eval.batch_size = 20
   config.eval.steps = (3,)
+  config.eval.examples_by_steps = ((3, 10),)  # attacks on the first 10
   config.eval.sweep_steps = 3
   config.eval.sweep_eps = (0.05, 0.1)
   config.adaptive.max_samples = 2
@@ -50,9 +51,11 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
     saved = json.load(f)
   assert saved == records
   for r in records:
-    assert set(r) == RESULT_KEYS
+    assert set(r) == RESULT_KEYS | {"num_examples"}
     assert r["mode"] in ("oblivious", "adaptive")
     assert 0.0 <= r["acc"] <= 1.0
+    # Clean accuracy on 40 images; every 3-step attack on the first 10.
+    assert r["num_examples"] == (40 if r["attack"] == "none" else 10)
   # Every oblivious attack number has its adaptive counterpart.
   obl = {(r["model"], r["defense"], r["targeted"], r["steps"], r["eps"])
          for r in records if r["mode"] == "oblivious" and r["attack"] == "pgd"}
@@ -72,6 +75,7 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   key = lambda r, attack, mode: "|".join(str(v) for v in (
       r["model"], r["defense"], attack, r["targeted"], mode, r["steps"],
       r["eps"]))
+  assert {len(per_example[k]) for k in per_example.files} == {10}
   worst = [r for r in records if r["attack"] == "worst_case"]
   assert len(worst) == 2 * 4 * 3
   for r in worst:
@@ -115,3 +119,29 @@ def test_unknown_defense_is_rejected(tmp_path):
   config.defenses = ("none", "jpeg")
   with pytest.raises(ValueError, match="jpeg"):
     mixup_inference.train_and_evaluate(config, str(tmp_path))
+
+
+def test_attack_examples_per_step_count():
+  config = mi_mnist.get_config()
+  config.eval.num_examples = 500
+  config.eval.examples_by_steps = ((50, 200), (200, 100))
+  assert [mixup_inference.attack_examples(config, s)
+          for s in (10, 50, 200)] == [500, 200, 100]
+  config.eval.examples_by_steps = ()
+  assert mixup_inference.attack_examples(config, 200) == 500
+  config.eval.examples_by_steps = ((10, 0),)
+  with pytest.raises(ValueError, match="examples_by_steps"):
+    mixup_inference.attack_examples(config, 10)
+
+
+def test_upsert_replaces_a_rerun_record_in_place():
+  rec = lambda acc, n: mixup_inference._record("m", "mi_ol", "pgd", False,
+                                               "oblivious", 10, 0.05, acc, n)
+  records = [rec(0.5, 500), mixup_inference._record(
+      "m", "none", "none", False, "oblivious", 0, 0.0, 0.9)]
+  done = {mixup_inference._rkey(r) for r in records}
+  mixup_inference._upsert(records, done, rec(0.25, 100))
+  assert len(records) == 2 and records[0]["acc"] == 0.25
+  assert records[0]["num_examples"] == 100
+  mixup_inference._upsert(records, done, rec(0.1, 100) | {"steps": 50})
+  assert len(records) == 3

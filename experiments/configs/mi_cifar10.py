@@ -44,6 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.eps = 8 / 255
   config.eval.sweep_eps = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
   config.eval.num_examples = 1000
+  config.eval.examples_by_steps = ()      # a GPU attacks all 1000 each time
   config.eval.batch_size = 250
   config.baselines.min_fraction = 0.75   # 24-32 px on 32-px images
   config.mi.chunk_size = 10               # N x B ResNet forwards in chunks

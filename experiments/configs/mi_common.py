@@ -58,9 +58,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Attacks. eps in pixel units; step size = step_size_factor * eps (2/255
   # at 8/255 on CIFAR = 1/4). The main table runs every (targeted, steps) at
   # `eps`; the sweep runs untargeted PGD-`sweep_steps` at every `sweep_eps`.
+  # The long attacks run on the first n of those examples, (steps, n)
+  # pairs in `examples_by_steps`, so the full table fits a CPU budget
+  # (every attack of one step count uses the same n; () = all).
   config.eval = ml_collections.ConfigDict(dict(
       num_examples=500, clean_examples=10000, batch_size=500,
       eps=0.05, steps=(10, 50, 200), targeted=(False, True),
+      examples_by_steps=((50, 200), (200, 100)),
       sweep_eps=(0.02, 0.05, 0.1, 0.2, 0.3), sweep_steps=10,
       step_size_factor=0.25))
   # Adaptive attacks. EOT-PGD draws `eot_samples` fresh copies of the

@@ -7,6 +7,7 @@ from jaxadv.defenses.input_transforms import gaussian_noise
 from jaxadv.defenses.input_transforms import random_crop_resize
 from jaxadv.defenses.input_transforms import random_resize_pad
 from jaxadv.defenses.input_transforms import random_rotation
+from jaxadv.defenses.input_transforms import rotate
 from jaxadv.defenses.input_transforms import randomized_inference
 from jaxadv.defenses.metrics import detection_auc
 from jaxadv.defenses.metrics import detection_gap

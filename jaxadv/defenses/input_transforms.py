@@ -3,9 +3,10 @@
 Each transform is written for ONE image [H, W, C] and one key, then batched
 with `jax.vmap`; `randomized_inference` averages the model's softmax over
 `num_samples` random draws (50 in Pang et al., 2020), evaluated like Mixup
-Inference's copies (vmapped, or chunked per backend). Geometric transforms use dm-pix
-(rotation) and `jax.image.scale_and_translate` (resizing with a traced size
-and offset), not hand-written interpolation.
+Inference's copies (vmapped, or chunked per backend). Geometric transforms
+use `jax.scipy.ndimage.map_coordinates` (rotation) and
+`jax.image.scale_and_translate` (resizing with a traced size and offset),
+not hand-written interpolation.
 
 * `gaussian_noise`: x + N(0, sigma^2), sigma 0.05, clipped to [0, 1].
 * `random_rotation`: uniform angle in [-20, 20] degrees (bilinear, zero fill).
@@ -21,9 +22,9 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional
 
-import dm_pix
 import jax
 import jax.numpy as jnp
+from jax.scipy import ndimage
 
 from jaxadv import _checks
 from jaxadv.defenses import mixup_inference
@@ -68,7 +69,12 @@ def random_rotation(image: jax.Array, key: jax.Array, *,
                     max_degrees: float = 20.0) -> jax.Array:
   """Rotates one image by a uniform angle in [-max_degrees, max_degrees].
 
-  Bilinear interpolation (dm-pix `rotate`), zeros outside the image.
+  Counter-clockwise about the image centre; bilinear interpolation
+  (`jax.scipy.ndimage.map_coordinates`, order 1) with zeros outside the
+  image. The interior matches dm-pix's `rotate` to float precision; at the
+  border, pixels whose source lies partly outside blend with the zero fill
+  instead of being set to zero. On CPU this is about 100x faster than
+  dm-pix's gather-based interpolation (forward; about 7x with the gradient).
 
   Args:
     image: float32 [H, W, C] in [0, 1].
@@ -81,8 +87,33 @@ def random_rotation(image: jax.Array, key: jax.Array, *,
   _check_image(image)
   angle = jnp.deg2rad(jax.random.uniform(key, (), minval=-max_degrees,
                                          maxval=max_degrees))
-  out = dm_pix.rotate(image, angle, order=1, mode="constant", cval=0.0)
-  return jnp.clip(out, 0.0, 1.0)
+  return jnp.clip(rotate(image, angle), 0.0, 1.0)
+
+
+def rotate(image: jax.Array, angle: jax.Array | float) -> jax.Array:
+  """Rotates one image counter-clockwise by `angle` about its centre.
+
+  Bilinear (`jax.scipy.ndimage.map_coordinates`, order 1), zeros outside.
+
+  Args:
+    image: float [H, W, C].
+    angle: scalar, radians (may be traced).
+
+  Returns:
+    [H, W, C], the dtype of `image`.
+  """
+  h, w = image.shape[:2]
+  cy, cx = (h - 1) / 2, (w - 1) / 2
+  yy, xx = jnp.meshgrid(jnp.arange(h, dtype=image.dtype) - cy,
+                        jnp.arange(w, dtype=image.dtype) - cx, indexing="ij")
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  # Pull resampling: output pixel (y, x) reads the input at R(-angle) (y, x).
+  source = [cos * yy + sin * xx + cy, -sin * yy + cos * xx + cx]
+  # One call per channel (C is small and static); vmapping the channel axis
+  # turns the gathers into batched ones, about 10x slower on CPU.
+  return jnp.stack([ndimage.map_coordinates(image[..., c], source, order=1,
+                                            mode="constant", cval=0.0)
+                    for c in range(image.shape[-1])], -1)
 
 
 def _random_window(key: jax.Array, size: int,
