@@ -1,12 +1,14 @@
-r"""Measures `layers.Conv`'s implementations: lax, im2col and explicit.
+r"""Measures `layers.Conv`'s implementations: lax, im2col(_grad), explicit.
 
   python -m experiments.benchmark_conv [--models=fast_at_mnist,madry_cnn]
-      [--impls=lax,im2col,explicit] [--attack_batch=500] [--train_batch=128]
+      [--impls=lax,im2col,im2col_grad,explicit] [--attack_batch=500]
+      [--train_batch=128]
 
 For each model and conv implementation, prints the median time (after a
-warm-up call; compile time separately) of a PGD-10 attack, unrolled and as
-`lax.fori_loop`, and of a natural and a free-AT (m = `--replays`, unrolled
-and rolled) training step. The implementations are interleaved `--rounds`
+warm-up call; compile time separately) of a forward pass alone (at the
+attack batch), a PGD-10 attack, unrolled and as `lax.fori_loop`, and of a
+natural and a free-AT (m = `--replays`, unrolled and rolled) training
+step. The implementations are interleaved `--rounds`
 times, so a busy machine slows all of them alike. This is where the numbers
 in `jaxadv/models/layers.py`'s docstring come from, and what
 `layers.default_impl` is chosen by.
@@ -33,7 +35,8 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   flags.DEFINE_list("models", ["fast_at_mnist", "madry_cnn"], "Models.")
-  flags.DEFINE_list("impls", ["lax", "im2col", "explicit"], "Conv impls.")
+  flags.DEFINE_list("impls", ["lax", "im2col", "im2col_grad", "explicit"],
+                    "Conv impls.")
   flags.DEFINE_integer("attack_batch", 500, "PGD batch size.")
   flags.DEFINE_integer("train_batch", 128, "Training batch size.")
   flags.DEFINE_integer("steps", 10, "PGD steps.")
@@ -63,7 +66,8 @@ def measure(model_name: str, impl: str, *, attack_batch: int,
   x = jax.random.uniform(jax.random.key(1), (attack_batch, 28, 28, 1))
   y = jnp.arange(attack_batch) % 10
   variables = model.init(jax.random.key(0), x[:1])
-  out = {}
+  out = {"forward": _time(jax.jit(model.apply), variables, x,
+                          repeats=repeats)}
   for loop in ("unroll", "fori"):
     def attack(variables, x, y, key, loop=loop):
       loss_fn = losses.make_loss_fn(lambda v: model.apply(variables, v))
@@ -89,7 +93,8 @@ def measure(model_name: str, impl: str, *, attack_batch: int,
 def main(argv):
   del argv
   print(f"backend {jax.default_backend()}, devices {jax.devices()}")
-  cols = ["pgd_unroll", "pgd_fori", "natural", "free_unroll", "free_fori"]
+  cols = ["forward", "pgd_unroll", "pgd_fori", "natural", "free_unroll",
+          "free_fori"]
   for model_name in FLAGS.models:
     res = {impl: [] for impl in FLAGS.impls}
     for _ in range(FLAGS.rounds):

@@ -45,15 +45,20 @@ def _inputs(shape, kernel_hw, c_out, seed=0):
   return x, kernel, kg
 
 
-_CONV_FNS = {"explicit": layers.conv2d, "im2col": layers.conv2d_im2col}
+_CONV_FNS = {"explicit": layers.conv2d, "im2col": layers.conv2d_im2col,
+             "im2col_grad": layers.conv2d_im2col_grad}
 
 
 def _jit_cases():
   """Every case jitted; the first three also un-jitted (the shapes we use)."""
   out = []
-  for impl in _CONV_FNS:
+  for impl in ("explicit", "im2col"):
     out += [(impl, True) + case for case in CASES]
     out += [(impl, False) + case for case in CASES[:3]]
+  # im2col_grad's tangent is im2col's: the shapes we use, the strided and
+  # space-to-depth odd sizes, jitted, plus one un-jitted.
+  out += [("im2col_grad", True) + case for case in CASES[:2] + CASES[5:]]
+  out += [("im2col_grad", False, *CASES[0])]
   return out
 
 
@@ -99,7 +104,8 @@ def test_second_order_grad_matches_lax(impl, kernel_hw):
                              atol=1e-4 * float(jnp.abs(ref).max()))
 
 
-@pytest.mark.parametrize("impl", [None, "lax", "im2col", "explicit"])
+@pytest.mark.parametrize("impl", [None, "lax", "im2col", "im2col_grad",
+                                  "explicit"])
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding,c_out",
                          CASES[:5] + CASES[-2:])
 def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
@@ -117,9 +123,10 @@ def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
                              rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["lax", "im2col"])
+@pytest.mark.parametrize("impl", ["lax", "im2col", "im2col_grad"])
 def test_forward_mode(impl):
-  """jvp works for lax and im2col; the explicit custom VJP refuses it."""
+  """jvp works for lax and im2col(_grad); the explicit custom VJP refuses
+  it."""
   x, _, _ = _inputs((8, 8, 2), (4, 4), 4)
   conv = layers.Conv(4, (4, 4), strides=(2, 2), padding=1, impl=impl)
   custom = layers.Conv(4, (4, 4), strides=(2, 2), padding=1,
@@ -135,8 +142,8 @@ def test_forward_mode(impl):
 
 
 def test_default_impl():
-  # im2col on CPU only for kernels the stride divides; lax elsewhere.
-  assert layers.default_impl((4, 4), (2, 2), "cpu") == "im2col"
+  # im2col_grad on CPU only for kernels the stride divides; lax elsewhere.
+  assert layers.default_impl((4, 4), (2, 2), "cpu") == "im2col_grad"
   assert layers.default_impl((5, 5), (1, 1), "cpu") == "lax"
   assert layers.default_impl((3, 3), (2, 2), "cpu") == "lax"
   assert layers.default_impl((4, 4), (2, 2), "gpu") == "lax"
@@ -216,3 +223,8 @@ def test_rolled_loops_compile_canonical_convs():
     assert any(lab != canonical for lab in labels), labels
   # im2col leaves no convolution at all: slices, pads and dots only.
   assert _compiled_convs("im2col") == [[], []]
+  # im2col_grad: the attack keeps its forward lax convs (canonical) and
+  # nothing else; the training step (a kernel tangent) is im2col throughout.
+  pgd_labels, free_labels = _compiled_convs("im2col_grad")
+  assert pgd_labels and all(lab == canonical for lab in pgd_labels), pgd_labels
+  assert free_labels == []

@@ -52,8 +52,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "IMPLS", "conv2d", "conv2d_im2col", "default_impl",
-           "explicit_padding"]
+__all__ = ["Conv", "IMPLS", "conv2d", "conv2d_im2col", "conv2d_im2col_grad",
+           "default_impl", "explicit_padding"]
 
 Padding = Union[str, int, Sequence[tuple[int, int]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -94,18 +94,19 @@ def explicit_padding(padding: Padding, in_hw: Sequence[int],
   return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore
 
 
-IMPLS = ("lax", "im2col", "explicit")
+IMPLS = ("lax", "im2col", "im2col_grad", "explicit")
 
 
 def default_impl(kernel_size: Sequence[int], strides: Sequence[int],
                  backend: Optional[str] = None) -> str:
   """The convolution implementation `Conv(impl=None)` uses.
 
-  "im2col" on CPU for strided convolutions whose kernel the stride divides
-  (the fast-AT MNIST net's two 4x4 / 2 convs), where it was measured faster
-  in attacks and no slower in training; "lax" everywhere else (stride-1 5x5
-  and 3x3 convs ran up to 4x slower as im2col on XLA:CPU; GPUs and TPUs have
-  their own conv kernels).
+  "im2col_grad" on CPU for strided convolutions whose kernel the stride
+  divides (the fast-AT MNIST net's two 4x4 / 2 convs): im2col's gradients,
+  measured faster in attacks and no slower in training, with the lax
+  forward pass where nothing is differentiated. "lax" everywhere else
+  (stride-1 5x5 and 3x3 convs ran up to 4x slower as im2col on XLA:CPU;
+  GPUs and TPUs have their own conv kernels).
 
   Args:
     kernel_size: `(kh, kw)`.
@@ -113,11 +114,11 @@ def default_impl(kernel_size: Sequence[int], strides: Sequence[int],
     backend: "cpu", "gpu", "tpu"; default: jax's default backend.
 
   Returns:
-    "im2col" or "lax".
+    "im2col_grad" or "lax".
   """
   backend = backend or jax.default_backend()
   if backend == "cpu" and _use_space_to_depth(kernel_size, strides):
-    return "im2col"
+    return "im2col_grad"
   return "lax"
 
 
@@ -288,24 +289,92 @@ def conv2d_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     `[B, H_out, W_out, C_out]`, equal to `lax.conv_general_dilated` up to
     float32 summation order. Differentiable in both modes, to any order.
   """
-  kernel_hw = kernel.shape[:2]
+  patches, out_shape = _patches(x, kernel.shape[:2], strides, pads)
+  return _patch_matmul(patches, kernel, strides, out_shape)
+
+
+def _patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
+             pads: Pads) -> tuple[jax.Array, tuple[int, int, int]]:
+  """im2col's patch matrix `[B * H_out * W_out, k * C']` and `(B, H_out,
+  W_out)`; the space-to-depth form for kernels the stride divides."""
   n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
   if _use_space_to_depth(kernel_hw, strides):
     x = _s2d_input(x, kernel_hw, strides, pads)
-    kernel = _s2d_kernel(kernel, strides)
+    kernel_hw = [k // s for k, s in zip(kernel_hw, strides)]
     strides = (1, 1)
   else:
     x = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
-  kh, kw, c, o = kernel.shape
+  kh, kw = kernel_hw
   sh, sw = strides
-  b = x.shape[0]
+  b, c = x.shape[0], x.shape[-1]
   cols = [lax.slice(x, (0, i, j, 0),
                     (b, i + (n_out[0] - 1) * sh + 1,
                      j + (n_out[1] - 1) * sw + 1, c), (1, sh, sw, 1))
           for i in range(kh) for j in range(kw)]
   patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-  y = jnp.dot(patches.reshape(-1, kh * kw * c), kernel.reshape(-1, o))
-  return y.reshape(b, n_out[0], n_out[1], o)
+  return patches.reshape(-1, kh * kw * c), (b, n_out[0], n_out[1])
+
+
+def _patch_matmul(patches: jax.Array, kernel: jax.Array,
+                  strides: tuple[int, int],
+                  out_shape: tuple[int, int, int]) -> jax.Array:
+  """The patch matrix times the (space-to-depth) kernel, as NHWC."""
+  if _use_space_to_depth(kernel.shape[:2], strides):
+    kernel = _s2d_kernel(kernel, strides)
+  y = jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+  return y.reshape(out_shape + (kernel.shape[-1],))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
+                       strides: tuple[int, int], pads: Pads) -> jax.Array:
+  """`conv2d_im2col` under autodiff, the lax convolution without.
+
+  A `jax.custom_jvp`: evaluated without differentiation (clean evaluation,
+  Mixup Inference's forward passes) it is `lax.conv_general_dilated`, which
+  XLA:CPU runs about 2.5x faster than im2col's forward pass. Differentiated,
+  its JVP is im2col's, so reverse mode transposes it into slices, pads and
+  dots (no convolution in the backward pass, rolled loops included):
+  with a kernel tangent (training) it is exactly "im2col"; with an input
+  tangent only (attacks) the value comes from the lax conv and the patch
+  matrix is not built. Differentiable to any order (the rule is plain jax).
+
+  Args:
+    x: `[B, H, W, C_in]` float activations.
+    kernel: `[kh, kw, C_in, C_out]` float kernel (HWIO).
+    strides: static `(sh, sw)`, Python ints.
+    pads: static `((top, bottom), (left, right))`, Python ints.
+
+  Returns:
+    `[B, H_out, W_out, C_out]`, the lax convolution.
+  """
+  return _conv(x, kernel, strides, pads)
+
+
+def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
+  x, kernel = primals
+  dx, dkernel = tangents
+  zero = jax.custom_derivatives.SymbolicZero
+  if isinstance(dkernel, zero):
+    # Input tangent only (attacks): the lax conv's fast forward; the patches
+    # of x are not needed.
+    y = _conv(x, kernel, strides, pads)
+    dy = None
+  else:
+    # A kernel tangent (training): one patch matrix of x gives both the
+    # value and the kernel term, exactly as "im2col" does.
+    patches, out_shape = _patches(x, kernel.shape[:2], strides, pads)
+    y = _patch_matmul(patches, kernel, strides, out_shape)
+    dy = _patch_matmul(patches, dkernel, strides, out_shape)
+  if not isinstance(dx, zero):
+    dx_term = conv2d_im2col(dx, kernel, strides, pads)
+    dy = dx_term if dy is None else dy + dx_term
+  if dy is None:
+    dy = jnp.zeros_like(y)
+  return y, dy
+
+
+conv2d_im2col_grad.defjvp(_conv2d_im2col_grad_jvp, symbolic_zeros=True)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -408,6 +477,8 @@ class Conv(nn.Module):
     pads = explicit_padding(self.padding, x.shape[1:3], kernel_hw, strides)
     if impl == "im2col":
       y = conv2d_im2col(x, kernel, strides, pads)
+    elif impl == "im2col_grad":
+      y = conv2d_im2col_grad(x, kernel, strides, pads)
     elif impl == "explicit":
       y = conv2d(x, kernel, strides, pads)
     else:

@@ -66,7 +66,8 @@ class FastATMNIST(nn.Module):
   Attributes:
     num_classes: Number of output logits `K`.
     conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
-      "explicit"); None (default) picks per backend (`layers.default_impl`).
+      "im2col_grad", "explicit"); None (default) picks per backend
+      (`layers.default_impl`).
       Parameters and outputs are the same for every choice.
   """
 
@@ -128,7 +129,8 @@ class MadryCNN(nn.Module):
   Attributes:
     num_classes: Number of output logits `K`.
     conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
-      "explicit"); None (default) picks per backend (`layers.default_impl`).
+      "im2col_grad", "explicit"); None (default) picks per backend
+      (`layers.default_impl`).
       Parameters and outputs are the same for every choice.
   """
 
