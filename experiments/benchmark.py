@@ -26,6 +26,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS",
       f" --xla_force_host_platform_device_count={os.cpu_count() or 1}").strip()
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import functools
 import json
 import platform
 import resource
@@ -48,6 +49,7 @@ from jax.sharding import PartitionSpec as P
 from experiments import benchmark_loop
 from experiments import benchmark_mi
 from experiments import robust_training
+from experiments import timing
 from experiments.configs import robust_mnist
 from jaxadv import attacks
 from jaxadv import data
@@ -99,10 +101,8 @@ def time_train_mode(model_name: str, mode: str, batch: dict, eps: float,
   step, updates, passes = build_mode(mode)
   state = _state_for(model_name, mode, batch["x"].shape, eps)
   key = jax.random.key(0)
-  t0 = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch,
-                                                      key).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s = timing.compile_timed(step, state, batch, key,
+                                             donate_argnums=(0,))
   mem = compiled.memory_analysis()
   for _ in range(warmup):
     state, _ = compiled(state, batch, key)
@@ -233,9 +233,10 @@ def attack_throughput(config, model_name: str, params: Any, x: np.ndarray,
   kw = dict(eps=config.eps, step_size=ac.step_size, steps=ac.steps)
   bs = ac.batch_size
 
-  def attack_correct(variables, xb, yb, key):
+  def attack_correct(variables, xb, yb, key, random_start=True):
     logits_fn = lambda v: model.apply(variables, v)
-    x_adv = attacks.pgd(losses.make_loss_fn(logits_fn), xb, yb, key, **kw)
+    x_adv = attacks.pgd(losses.make_loss_fn(logits_fn), xb, yb, key,
+                        random_start=random_start, **kw)
     return jnp.argmax(logits_fn(x_adv), -1) == yb
 
   def run_jax(fn, put):
@@ -294,6 +295,20 @@ def attack_throughput(config, model_name: str, params: Any, x: np.ndarray,
             for _ in range(ac.repeats)]
     results["foolbox 3.3.4 LinfPGD (JAX/EagerPy)"] = (
         runs[0][0], float(np.median([r[1] for r in runs])), None)
+  # The same attack without a random start is deterministic: the three
+  # libraries should then compute the same iterates, up to float rounding.
+  no_start = {"jaxadv (1 device)": np.concatenate([
+      np.asarray(jax.jit(functools.partial(attack_correct,
+                                           random_start=False))(
+          variables, x[i:i + bs], y[i:i + bs], jax.random.key(0)))
+      for i in range(0, len(x), bs)])}
+  if "torchattacks" in ac.peers:
+    no_start["torchattacks 3.5 (PyTorch CPU)"] = peers.torchattacks_pgd(
+        tmodel, x, y, batch_size=bs, random_start=False, **kw)[0]
+  if "foolbox" in ac.peers:
+    no_start["foolbox 3.3.4 LinfPGD (JAX/EagerPy)"] = peers.foolbox_pgd(
+        logits_fn, x, y, batch_size=bs, random_start=False, **kw)[0]
+  ref = no_start["jaxadv (1 device)"]
   rows = []
   base = results["jaxadv (1 device)"][1]
   for name, (correct, secs, comp) in results.items():
@@ -301,8 +316,14 @@ def attack_throughput(config, model_name: str, params: Any, x: np.ndarray,
                  "seconds": secs, "compile_s": comp,
                  "robust_acc": float(np.mean(correct)),
                  "time_vs_jaxadv_1dev": secs / base})
+    if name in no_start:
+      rows[-1]["robust_acc_no_random_start"] = float(np.mean(no_start[name]))
+      rows[-1]["verdicts_differing_from_jaxadv_no_random_start"] = int(
+          np.sum(no_start[name] != ref))
   accs = [r["robust_acc"] for r in rows]
+  accs0 = [float(np.mean(c)) for c in no_start.values()]
   return {"rows": rows, "max_acc_gap": max(accs) - min(accs),
+          "max_acc_gap_no_random_start": max(accs0) - min(accs0),
           "port_max_logit_err": port_err,
           "cleverhans": peers.cleverhans_status(),
           "num_examples": len(x), "batch_size": bs, **kw}
@@ -367,7 +388,17 @@ def to_markdown(res: dict) -> str:
                  f"{comp} |")
     out += [f"| cleverhans 4.0.0 (JAX) | {a['cleverhans']} | - | - | - |", "",
             f"Largest robust-accuracy gap between attacks: "
-            f"{100 * a['max_acc_gap']:.2f} points."]
+            f"{100 * a['max_acc_gap']:.2f} points (each draws its own random "
+            "start)."]
+    if "max_acc_gap_no_random_start" in a:
+      out += ["", "Without the random start (deterministic; not timed): "
+              + "; ".join(
+                  f"{r['attack']} {r['robust_acc_no_random_start']:.4f} "
+                  f"({r['verdicts_differing_from_jaxadv_no_random_start']} "
+                  "verdicts differ from jaxadv's)" for r in a["rows"]
+                  if "robust_acc_no_random_start" in r)
+              + f"; largest gap {100 * a['max_acc_gap_no_random_start']:.2f}"
+              " points."]
   if res.get("loop"):
     out += ["", "**Attack loop form** (PGD-K, batch "
             f"{res['config']['loop_batch_size']})", "",

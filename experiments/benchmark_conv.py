@@ -5,7 +5,7 @@ r"""Measures `layers.Conv`'s implementations: lax, im2col(_grad), explicit.
       [--train_batch=128]
 
 For each model and conv implementation, prints the median time (after a
-warm-up call; compile time separately) of a forward pass alone (at the
+warm-up call; compile time in brackets) of a forward pass alone (at the
 attack batch), a PGD-10 attack, unrolled and as `lax.fori_loop`, and of a
 natural and a free-AT (m = `--replays`, unrolled and rolled) training
 step. The implementations are interleaved `--rounds`
@@ -16,7 +16,6 @@ in `jaxadv/models/layers.py`'s docstring come from, and what
 
 from __future__ import annotations
 
-import time
 
 from absl import app
 from absl import flags
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import timing
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import models
@@ -46,16 +46,9 @@ def _define_flags() -> None:
 
 
 def _time(fn, *args, repeats: int) -> tuple[float, float]:
-  """(median seconds per call after warm-up, seconds of the first call)."""
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn(*args))
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), first
+  """(median seconds per call after a warm-up call, compile seconds)."""
+  compiled, compile_s = timing.compile_timed(fn, *args)
+  return timing.median_seconds(lambda: compiled(*args), repeats), compile_s
 
 
 def measure(model_name: str, impl: str, *, attack_batch: int,
@@ -66,14 +59,14 @@ def measure(model_name: str, impl: str, *, attack_batch: int,
   x = jax.random.uniform(jax.random.key(1), (attack_batch, 28, 28, 1))
   y = jnp.arange(attack_batch) % 10
   variables = model.init(jax.random.key(0), x[:1])
-  out = {"forward": _time(jax.jit(model.apply), variables, x,
+  out = {"forward": _time(model.apply, variables, x,
                           repeats=repeats)}
   for loop in ("unroll", "fori"):
     def attack(variables, x, y, key, loop=loop):
       loss_fn = losses.make_loss_fn(lambda v: model.apply(variables, v))
       return attacks.pgd(loss_fn, x, y, key, eps=0.3, step_size=0.01,
                          steps=steps, loop=loop)
-    out[f"pgd_{loop}"] = _time(jax.jit(attack), variables, x, y,
+    out[f"pgd_{loop}"] = _time(attack, variables, x, y,
                                jax.random.key(2), repeats=repeats)
   batch = {"x": x[:train_batch], "y": y[:train_batch]}
   steps_fns = {"natural": (training.natural_step(), False),
@@ -85,7 +78,7 @@ def measure(model_name: str, impl: str, *, attack_batch: int,
     state = training.create_train_state(
         model, jax.random.key(0), (1, 28, 28, 1), optax.sgd(0.01, 0.9),
         eps=0.3, delta_shape=batch["x"].shape if free else None)
-    fn = jax.jit(lambda s, b, k, step=step: step(s, b, k)[0])
+    fn = lambda s, b, k, step=step: step(s, b, k)[0]
     out[name] = _time(fn, state, batch, jax.random.key(3), repeats=repeats)
   return out
 
@@ -106,7 +99,7 @@ def main(argv):
     print(f"\n{model_name}: PGD-{FLAGS.steps} at batch {FLAGS.attack_batch}, "
           f"training steps at batch {FLAGS.train_batch} (free: m = "
           f"{FLAGS.replays}); ms per call, median "
-          f"over {FLAGS.rounds} rounds (first-call s in brackets)\n")
+          f"over {FLAGS.rounds} rounds (compile s in brackets)\n")
     print("| impl | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for impl, rounds in res.items():

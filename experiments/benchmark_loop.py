@@ -9,14 +9,13 @@ the form `jaxadv.attacks.default_loop()` picks there.
 
 from __future__ import annotations
 
-import time
 
 from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from experiments import timing
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import models
@@ -43,16 +42,9 @@ def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
                        steps=steps, loop=loop)
 
   args = (variables, x, y, jax.random.key(2), 0.3, 0.01)
-  t0 = time.perf_counter()
-  compiled = jax.jit(attack).lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - t0)
-  return {"median_s": float(np.median(times)), "compile_s": compile_s}
+  compiled, compile_s = timing.compile_timed(attack, *args)
+  return {"median_s": timing.median_seconds(lambda: compiled(*args), repeats),
+          "compile_s": compile_s}
 
 
 def main(argv):

@@ -25,21 +25,11 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from experiments import timing
 from jaxadv import data
 from jaxadv import defenses
 from jaxadv import models
-
-
-def _median_time(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # warm-up (compiled already)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
 
 
 def measure(model_name: str = "fast_at_mnist", batch_size: int = 500,
@@ -94,12 +84,12 @@ def measure(model_name: str = "fast_at_mnist", batch_size: int = 500,
   jax.block_until_ready(fwd(variables, big))
   jax.block_until_ready(python_loop())
 
-  out["mi_ol_s"] = _median_time(lambda: mi_fn(variables, xb, key), repeats)
-  out["mi_ol_vmap_s"] = _median_time(lambda: mi_vmap(variables, xb, key),
+  out["mi_ol_s"] = timing.median_seconds(lambda: mi_fn(variables, xb, key), repeats)
+  out["mi_ol_vmap_s"] = timing.median_seconds(lambda: mi_vmap(variables, xb, key),
                                      repeats)
-  out["n_forwards_s"] = _median_time(n_forwards, repeats)
-  out["one_big_forward_s"] = _median_time(lambda: fwd(variables, big), repeats)
-  out["python_loop_s"] = _median_time(python_loop, repeats)
+  out["n_forwards_s"] = timing.median_seconds(n_forwards, repeats)
+  out["one_big_forward_s"] = timing.median_seconds(lambda: fwd(variables, big), repeats)
+  out["python_loop_s"] = timing.median_seconds(python_loop, repeats)
   out["mi_ol_vs_n_forwards"] = out["mi_ol_s"] / out["n_forwards_s"]
   out["python_loop_vs_mi_ol"] = out["python_loop_s"] / out["mi_ol_s"]
   out["bar"] = (f"<= 1.1: "

@@ -72,14 +72,14 @@ def port_to_torch(name: str, params: Any, num_classes: int = 10):
 
 
 def torchattacks_pgd(model, x: np.ndarray, y: np.ndarray, *, eps: float,
-                     step_size: float, steps: int,
-                     batch_size: int) -> tuple[np.ndarray, float]:
+                     step_size: float, steps: int, batch_size: int,
+                     random_start: bool = True) -> tuple[np.ndarray, float]:
   """torchattacks.PGD over `x` (NHWC numpy); returns (correct [N], seconds)."""
   torch = _torch()
   import torchattacks  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
   atk = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps,
-                         random_start=True)
+                         random_start=random_start)
   xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
   yt = torch.from_numpy(y.astype(np.int64))
   correct = []
@@ -93,12 +93,13 @@ def torchattacks_pgd(model, x: np.ndarray, y: np.ndarray, *, eps: float,
 
 def foolbox_pgd(logits_fn: Callable[[jax.Array], jax.Array], x: np.ndarray,
                 y: np.ndarray, *, eps: float, step_size: float, steps: int,
-                batch_size: int) -> tuple[np.ndarray, float]:
+                batch_size: int,
+                random_start: bool = True) -> tuple[np.ndarray, float]:
   """foolbox 3 `LinfPGD` on its JAX backend (EagerPy); (correct [N], seconds)."""
   import foolbox as fb  # pylint: disable=g-import-not-at-top
   fmodel = fb.JAXModel(logits_fn, bounds=(0.0, 1.0))
   attack = fb.attacks.LinfPGD(abs_stepsize=step_size, steps=steps,
-                              random_start=True)
+                              random_start=random_start)
   correct = []
   t0 = time.perf_counter()
   for i in range(0, len(x), batch_size):

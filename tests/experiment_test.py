@@ -9,6 +9,7 @@ from experiments import robust_training
 from experiments.configs import robust_mnist
 
 
+@pytest.mark.slow  # ~2 min; .ci/run runs it after the default suite
 def test_quick_pipeline_on_real_mnist(tmp_path, capsys):
   config = robust_mnist.get_config("quick")
   config.progress = False

@@ -43,6 +43,7 @@ def _tiny_config():
   return config
 
 
+@pytest.mark.slow  # ~2 min; .ci/run runs it after the default suite
 def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   config = _tiny_config()
   workdir = str(tmp_path)

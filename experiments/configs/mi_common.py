@@ -106,6 +106,7 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
 
 
 def make_pgd10(config: ml_collections.ConfigDict) -> None:
-  """The full protocol with PGD-10 only (about a quarter of the attack cost)."""
+  """The full protocol with PGD-10 only (on MNIST the long attacks took 15
+  of the full config's 35 minutes)."""
   config.eval.steps = (10,)
   config.adaptive.paper_steps = (10,)

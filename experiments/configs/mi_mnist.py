@@ -5,14 +5,14 @@ evaluates every defence (none, Gaussian, rotation, Xie, Guo, MI-PL, MI-OL,
 MI-Combined) under untargeted and targeted PGD-10/50/200 at eps 0.05, each
 oblivious and adaptive (EOT), plus an eps sweep (0.02-0.3) for PGD-10.
 
-Run (PGD-10/50/200; not yet timed end to end on CPU, and well over the
-PGD-10 protocol's time below):
+Run (PGD-10 on 500 test images, PGD-50 on the first 200, PGD-200 on the
+first 100: `eval.examples_by_steps`). Measured: 35 min 21 s wall on 2 CPU
+cores, both models trained from scratch (commit 36f88e4):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_mnist.py --workdir=/tmp/mi_mnist
 PGD-10 only (every defence, oblivious and adaptive, the eps sweep): append
-`:pgd10` to the config path. Measured: 27.5 minutes wall on 2 otherwise
-idle CPU cores, training both models included (a re-run with im2col convs;
-its numbers match the committed results within 4.8 points per cell).
+`:pgd10` to the config path (27.5 minutes in an earlier run, before the
+rotation baseline got faster).
 Smoke run (same pipeline, small budget, < 5 minutes on 2 CPU cores):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_mnist.py:quick --workdir=/tmp/mi_quick

@@ -1,7 +1,7 @@
 """2-D convolutions that XLA:CPU compiles well, in attacks and in loops.
 
 `Conv` is a drop-in for `flax.linen.Conv` (same parameters, same values up to
-float32 rounding) with three implementations, chosen by `impl`:
+float32 rounding) with four implementations, chosen by `impl`:
 
 * "lax": `lax.conv_general_dilated` and jax's own gradients (what `nn.Conv`
   does). On GPU/TPU this is always the default.
@@ -11,18 +11,27 @@ float32 rounding) with three implementations, chosen by `impl`:
   space-to-depth input, so a 4x4 / 2 conv reads 4 contiguous slices. The
   program holds no convolution, so none of XLA:CPU's slow conv paths below
   can be hit, and jax's autodiff (both modes, any order) applies unchanged.
-  Default on CPU for those strided convs. Measured on 2 cores with
-  `experiments/benchmark_conv.py` (fast-AT net, interleaved runs): PGD-10
-  at batch 500 took 197 ms unrolled and 206 ms as `fori_loop`, against
-  280 / 737 ms with "lax"; a natural step at batch 128 7.9 vs 8.4 ms; free
-  AT m = 8 with rolled replays 50 ms per call (lax: 415 rolled, 76
-  unrolled). Its cost: a forward pass alone, with no gradient, is slower
-  (whole fast-AT net at batch 500: 25-30 vs 13 ms; not yet explained, an
-  optimization barrier before the matmul did not change it); use "lax"
-  for forward-only work. For stride-1 5x5 convs (Madry CNN) the forward
-  pass was ~4x slower (77 vs 19 ms at batch 128: XLA:CPU's concat of 25
-  narrow slices is slow) and a natural step 1.15x slower, so those stay
-  "lax".
+  Measured on 2 cores with `experiments/benchmark_conv.py` (fast-AT net,
+  interleaved runs): PGD-10 at batch 500 took 197 ms unrolled and 206 ms as
+  `fori_loop`, against 280 / 737 ms with "lax"; a natural step at batch 128
+  7.9 vs 8.4 ms; free AT m = 8 with rolled replays 50 ms per call (lax: 415
+  rolled, 76 unrolled). Its cost: a forward pass alone, with no gradient,
+  is about 2.5x slower than lax's (36.6 vs 14.9 ms at batch 500; an
+  optimization barrier before the matmul did not change it). For stride-1
+  5x5 convs (Madry CNN) the forward pass was ~4x slower (77 vs 19 ms at
+  batch 128: XLA:CPU's concat of 25 narrow slices is slow) and a natural
+  step 1.15x slower, so those stay "lax".
+* "im2col_grad" (`conv2d_im2col_grad`, a custom JVP): the lax convolution
+  when nothing is differentiated, im2col's derivatives when something is.
+  With a kernel tangent (training) value and gradients are im2col's; with
+  an input tangent only (attacks) the value is the lax conv and the
+  backward pass im2col's. The CPU default for the strided convs above:
+  on the same benchmark (another day, ~1.3x slower machine) forward 14.4
+  ms (lax 14.9, im2col 36.6), PGD-10 267 / 260 ms unrolled / rolled
+  (im2col 279 / 261, lax 386 / 942). A natural training step compiles to
+  the same program as im2col's (same op counts in the compiled HLO; 10.9
+  vs 9.2 ms in that run is noise), and free AT m = 8 took 98 / 69 ms
+  unrolled / rolled (im2col 107 / 67).
 * "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
   canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
   with swapped kernel dimensions (`dim_labels=..._01oi->...`) and transposed
@@ -36,7 +45,7 @@ float32 rounding) with three implementations, chosen by `impl`:
   forward-mode autodiff (`jax.jvp`) raises. Opt-in, for rolled loops over
   stride-1 convs on CPU.
 
-All three give the values of `lax.conv_general_dilated` and its gradients
+All four give the values of `lax.conv_general_dilated` and its gradients
 (tests compare them across strides, kernel sizes, paddings, jitted and not,
 and grad-of-grad). Timing scripts: `experiments/benchmark_conv.py`.
 """

@@ -1,0 +1,39 @@
+"""Timing helpers shared by the benchmarks: compile once, then a median.
+
+Every benchmark figure is a median over repeated calls after a warm-up,
+with compile time measured separately (issue #7's protocol).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+
+def compile_timed(fn: Callable, *args: Any, **jit_kwargs: Any
+                  ) -> tuple[Any, float]:
+  """`jax.jit(fn, **jit_kwargs)` lowered and compiled for `args`.
+
+  Returns:
+    (the compiled function, seconds spent tracing and compiling).
+  """
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def median_seconds(call: Callable[[], Any], repeats: int,
+                   warmup: int = 1) -> float:
+  """Median wall seconds of `call()` (blocked until ready) over `repeats`
+  calls, after `warmup` untimed ones."""
+  for _ in range(warmup):
+    jax.block_until_ready(call())
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
