@@ -297,10 +297,11 @@ def attack_throughput(config, model_name: str, params: Any, x: np.ndarray,
         runs[0][0], float(np.median([r[1] for r in runs])), None)
   # The same attack without a random start is deterministic: the three
   # libraries should then compute the same iterates, up to float rounding.
+  deterministic = jax.jit(functools.partial(attack_correct,
+                                            random_start=False))
   no_start = {"jaxadv (1 device)": np.concatenate([
-      np.asarray(jax.jit(functools.partial(attack_correct,
-                                           random_start=False))(
-          variables, x[i:i + bs], y[i:i + bs], jax.random.key(0)))
+      np.asarray(deterministic(variables, x[i:i + bs], y[i:i + bs],
+                               jax.random.key(0)))
       for i in range(0, len(x), bs)])}
   if "torchattacks" in ac.peers:
     no_start["torchattacks 3.5 (PyTorch CPU)"] = peers.torchattacks_pgd(

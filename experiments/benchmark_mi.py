@@ -84,11 +84,13 @@ def measure(model_name: str = "fast_at_mnist", batch_size: int = 500,
   jax.block_until_ready(fwd(variables, big))
   jax.block_until_ready(python_loop())
 
-  out["mi_ol_s"] = timing.median_seconds(lambda: mi_fn(variables, xb, key), repeats)
-  out["mi_ol_vmap_s"] = timing.median_seconds(lambda: mi_vmap(variables, xb, key),
-                                     repeats)
+  out["mi_ol_s"] = timing.median_seconds(
+      lambda: mi_fn(variables, xb, key), repeats)
+  out["mi_ol_vmap_s"] = timing.median_seconds(
+      lambda: mi_vmap(variables, xb, key), repeats)
   out["n_forwards_s"] = timing.median_seconds(n_forwards, repeats)
-  out["one_big_forward_s"] = timing.median_seconds(lambda: fwd(variables, big), repeats)
+  out["one_big_forward_s"] = timing.median_seconds(
+      lambda: fwd(variables, big), repeats)
   out["python_loop_s"] = timing.median_seconds(python_loop, repeats)
   out["mi_ol_vs_n_forwards"] = out["mi_ol_s"] / out["n_forwards_s"]
   out["python_loop_vs_mi_ol"] = out["python_loop_s"] / out["mi_ol_s"]
