@@ -103,9 +103,6 @@ def explicit_padding(padding: Padding, in_hw: Sequence[int],
   return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore
 
 
-IMPLS = ("lax", "im2col", "im2col_grad", "explicit")
-
-
 def default_impl(kernel_size: Sequence[int], strides: Sequence[int],
                  backend: Optional[str] = None) -> str:
   """The convolution implementation `Conv(impl=None)` uses.
@@ -349,10 +346,7 @@ def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
   matrix is not built. Differentiable to any order (the rule is plain jax).
 
   Args:
-    x: `[B, H, W, C_in]` float activations.
-    kernel: `[kh, kw, C_in, C_out]` float kernel (HWIO).
-    strides: static `(sh, sw)`, Python ints.
-    pads: static `((top, bottom), (left, right))`, Python ints.
+    x, kernel, strides, pads: as in `conv2d_im2col`.
 
   Returns:
     `[B, H_out, W_out, C_out]`, the lax convolution.
@@ -433,6 +427,11 @@ def _conv2d_bwd(strides, pads, res, g):
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
+# `Conv(impl=...)` -> the convolution `(x, kernel, strides, pads) -> y`.
+_CONV_FNS = {"lax": _conv, "im2col": conv2d_im2col,
+             "im2col_grad": conv2d_im2col_grad, "explicit": conv2d}
+IMPLS = tuple(_CONV_FNS)
+
 
 class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (2-D, NHWC) with `conv2d`'s gradient.
@@ -484,14 +483,7 @@ class Conv(nn.Module):
             if self.use_bias else None)
     x, kernel, bias = flax_dtypes.promote_dtype(x, kernel, bias)
     pads = explicit_padding(self.padding, x.shape[1:3], kernel_hw, strides)
-    if impl == "im2col":
-      y = conv2d_im2col(x, kernel, strides, pads)
-    elif impl == "im2col_grad":
-      y = conv2d_im2col_grad(x, kernel, strides, pads)
-    elif impl == "explicit":
-      y = conv2d(x, kernel, strides, pads)
-    else:
-      y = _conv(x, kernel, strides, pads)
+    y = _CONV_FNS[impl](x, kernel, strides, pads)
     if bias is not None:
       y = y + bias
     return y
