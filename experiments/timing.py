@@ -37,3 +37,32 @@ def median_seconds(call: Callable[[], Any], repeats: int,
     jax.block_until_ready(call())
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int,
+                        warmup: int = 1) -> dict[str, float]:
+  """Median wall seconds of each named call, timed in alternation.
+
+  Round r times every call once, in order, before round r + 1 starts, so a
+  machine that drifts (other load, clock changes) shifts every call alike
+  and their ratios stay comparable; `median_seconds` called one after the
+  other would put each figure in a different stretch of time.
+
+  Args:
+    calls: name -> zero-argument call (its result is blocked until ready).
+    repeats: timed rounds.
+    warmup: untimed rounds first.
+
+  Returns:
+    name -> median seconds over the rounds.
+  """
+  for _ in range(warmup):
+    for call in calls.values():
+      jax.block_until_ready(call())
+  times = {name: [] for name in calls}
+  for _ in range(repeats):
+    for name, call in calls.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(call())
+      times[name].append(time.perf_counter() - t0)
+  return {name: float(np.median(t)) for name, t in times.items()}

@@ -114,6 +114,33 @@ def test_mi_matches_explicit_average():
   np.testing.assert_allclose(chunked.probs, out.probs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend, batch_size, expected", [
+    ("cpu", 500, 2), ("cpu", 100, 10), ("cpu", 300, 3), ("cpu", 1024, 1),
+    ("cpu", 5000, 1), ("cpu", None, 1), ("gpu", 500, None),
+    ("tpu", None, None)])
+def test_default_chunk_size(backend, batch_size, expected):
+  """CPU: chunks of ~CPU_CHUNK_IMAGES images; GPU/TPU: one N x B forward."""
+  assert mi.default_chunk_size(backend, batch_size=batch_size) == expected
+
+
+def test_auto_chunks_with_a_remainder_match_one_forward():
+  """"auto" on a batch whose chunk does not divide N (300 images: 3 copies
+  per step, N = 10 -> 3 chunks + 1) gives the one-forward result."""
+  logits_fn, pool = _linear_logits_fn(), _class_coded_pool()
+  x, key = _x(300), jax.random.key(3)
+  chunk = mi.default_chunk_size(batch_size=300)
+  out = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10)
+  one = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10,
+                       chunk_size=None)
+  np.testing.assert_allclose(out.probs, one.probs, rtol=1e-5, atol=1e-6)
+  r_auto = defenses.randomized_inference(logits_fn, x, key, num_samples=7)
+  r_one = defenses.randomized_inference(logits_fn, x, key, num_samples=7,
+                                        chunk_size=None)
+  np.testing.assert_allclose(r_auto, r_one, rtol=1e-5, atol=1e-6)
+  if jax.default_backend() == "cpu":
+    assert chunk == 3
+
+
 def test_mi_combined_selects_by_gap():
   logits_fn, pool, x = _linear_logits_fn(), _class_coded_pool(), _x(32)
   key = jax.random.key(2)

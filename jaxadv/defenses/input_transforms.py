@@ -255,5 +255,6 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
                           axis=-1)
 
   probs = mixup_inference.map_samples(
-      one_sample, jax.random.split(key, num_samples), chunk_size)
+      one_sample, jax.random.split(key, num_samples), chunk_size,
+      batch_size=x.shape[0])
   return jnp.mean(probs, axis=0)

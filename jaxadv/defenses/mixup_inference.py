@@ -141,18 +141,35 @@ def _check_lam(lam, name: str = "lam") -> None:
       raise ValueError(f"`{name}` must be in [0, 1]; got {lam}.")
 
 
-def default_chunk_size(backend: Optional[str] = None) -> Optional[int]:
+# XLA:CPU: images per chunk of mixed copies (`default_chunk_size`).
+CPU_CHUNK_IMAGES = 1024
+
+
+def default_chunk_size(backend: Optional[str] = None, *,
+                       batch_size: Optional[int] = None) -> Optional[int]:
   """How many mixed copies to evaluate at once by default on `backend`.
 
-  Measured on XLA:CPU (2 cores, fast-AT MNIST net, batch 500, N = 30): one
-  vmapped forward of all N x B images runs ~1.5x slower than N forwards of B
-  images (the activations of 15,000 images fall out of cache), while a
-  `lax.map` over the N copies matches N separate forwards. On GPU/TPU the
-  single N x B batch keeps the device busy, so it is the default there.
-  (`experiments/benchmark_mi.py` measures it.)
+  On XLA:CPU the copies run through a `jax.lax.map` in chunks of about
+  `CPU_CHUNK_IMAGES` (1,024) images: `max(1, 1024 // batch_size)` copies of
+  the batch per step (1 when `batch_size` is not given). Measured on 2 cores,
+  N = 30, against 30 plain forwards of the batch (interleaved medians,
+  `experiments/benchmark_mi.py`): one vmapped forward of all N x B images is
+  1.2-1.5x slower (15,000 images' activations fall out of cache); chunks of
+  ~1,000 images are 1.00-1.06x at batch 500 (fast-AT net and Madry CNN,
+  where one copy per step is 1.05-1.13x) and 0.65x at batch 100. On GPU/TPU
+  the single N x B batch keeps the device busy, so it is the default there.
+
+  Args:
+    backend: "cpu", "gpu", "tpu"...; default `jax.default_backend()`.
+    batch_size: B, the images per copy (static), if known.
+
+  Returns:
+    The chunk size (copies per step), or None for one N x B forward.
   """
   backend = backend or jax.default_backend()
-  return 1 if backend == "cpu" else None
+  if backend != "cpu":
+    return None
+  return max(1, CPU_CHUNK_IMAGES // batch_size) if batch_size else 1
 
 
 def _draw_one(pool: SamplePool, y_hat: jax.Array, key: jax.Array,
@@ -201,7 +218,8 @@ def draw_partners(pool: SamplePool, y_hat: jax.Array, key: jax.Array, *,
 
 
 def map_samples(fn: Callable[[jax.Array], jax.Array], keys: jax.Array,
-                chunk_size: Optional[int] | str = "auto") -> jax.Array:
+                chunk_size: Optional[int] | str = "auto", *,
+                batch_size: Optional[int] = None) -> jax.Array:
   """`fn(key) -> [B, C]` over N keys: vmapped, or `chunk_size` at a time.
 
   Args:
@@ -209,13 +227,14 @@ def map_samples(fn: Callable[[jax.Array], jax.Array], keys: jax.Array,
     keys: [N] PRNG keys.
     chunk_size: None (one vmapped call over all N), an int >= 1 (sequential
       steps of `chunk_size` vmapped copies), or "auto"
-      (`default_chunk_size()`).
+      (`default_chunk_size(batch_size=batch_size)`).
+    batch_size: B, the images each `fn` call evaluates, for "auto".
 
   Returns:
     The stacked outputs, [N, B, C].
   """
   if chunk_size == "auto":
-    chunk_size = default_chunk_size()
+    chunk_size = default_chunk_size(batch_size=batch_size)
   if chunk_size is None or chunk_size >= keys.shape[0]:
     return jax.vmap(fn)(keys)
   if chunk_size == 1:
@@ -244,7 +263,8 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
     partners: "pl" (MI-PL: class y_hat) or "ol" (MI-OL: other classes).
     chunk_size: evaluate the N copies `chunk_size` at a time (static): None
       evaluates all N x B in one vmapped forward, "auto" picks per backend
-      (`default_chunk_size`: 1 on CPU, None on GPU/TPU). The output does
+      (`default_chunk_size`: ~1,024 images per chunk on CPU, None on
+      GPU/TPU). The output does
       not depend on it (same draws, up to float summation order).
 
   Returns:
@@ -280,7 +300,7 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
 
   keys = jax.random.split(key, num_samples)
   if chunk_size == "auto":
-    chunk_size = default_chunk_size()
+    chunk_size = default_chunk_size(batch_size=x.shape[0])
   if chunk_size is None or chunk_size >= num_samples:
     total = copies(keys)
   else:  # sequential chunks of `chunk_size` copies, then the remainder
