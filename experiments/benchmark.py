@@ -100,9 +100,10 @@ def time_train_modes(model_name: str, modes: tuple[str, ...], batch: dict,
   """Compile time, median call time and XLA's memory estimate of each mode.
 
   All modes are compiled first, then timed in alternation
-  (`timing.interleaved_medians`: every round calls each mode once), so a
-  ratio to the natural step compares calls made in the same stretch of
-  time even when the machine drifts during the run.
+  (`timing.interleaved_medians`: every round calls each mode once, after
+  an untimed call of the same mode), so a ratio to the natural step
+  compares calls made in the same stretch of time even when the machine
+  drifts during the run.
   """
   key = jax.random.key(0)
   setups, rows = {}, {}

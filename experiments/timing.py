@@ -40,18 +40,24 @@ def median_seconds(call: Callable[[], Any], repeats: int,
 
 
 def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int,
-                        warmup: int = 1) -> dict[str, float]:
+                        warmup: int = 1, rewarm: int = 1) -> dict[str, float]:
   """Median wall seconds of each named call, timed in alternation.
 
   Round r times every call once, in order, before round r + 1 starts, so a
   machine that drifts (other load, clock changes) shifts every call alike
   and their ratios stay comparable; `median_seconds` called one after the
-  other would put each figure in a different stretch of time.
+  other would put each figure in a different stretch of time. Each timed
+  call follows `rewarm` untimed calls of the same function: right after a
+  different program, the first call pays for cold caches and re-faulted
+  allocator pages (measured: a Madry CNN natural step timed right after a
+  PGD-40 step ran 2x its steady-state time), which a training loop that
+  repeats one step never sees.
 
   Args:
     calls: name -> zero-argument call (its result is blocked until ready).
     repeats: timed rounds.
     warmup: untimed rounds first.
+    rewarm: untimed calls of a function just before each of its timed ones.
 
   Returns:
     name -> median seconds over the rounds.
@@ -62,6 +68,8 @@ def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int,
   times = {name: [] for name in calls}
   for _ in range(repeats):
     for name, call in calls.items():
+      for _ in range(rewarm):
+        jax.block_until_ready(call())
       t0 = time.perf_counter()
       jax.block_until_ready(call())
       times[name].append(time.perf_counter() - t0)

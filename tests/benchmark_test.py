@@ -35,6 +35,33 @@ def test_conv_benchmark_times_every_setting():
     assert 0 < median_s <= first_s + 1.0
 
 
+def test_train_modes_are_timed_in_one_interleaved_pass():
+  """Rows come back in the modes' order, each with its own compile time and
+  a per-update time that divides the call by the updates it makes."""
+  from jaxadv import data
+  x, y = data.load("mnist", "train", limit=8)
+  rows = benchmark.time_train_modes("fast_at_mnist", ("natural", "free:2"),
+                                    {"x": x, "y": y}, 0.3, warmup=1,
+                                    repeats=2)
+  assert [r["mode"] for r in rows] == ["natural", "free:2"]
+  for r in rows:
+    assert r["call_s"] > 0 and r["compile_s"] > 0
+    np.testing.assert_allclose(r["per_update_s"],
+                               r["call_s"] / r["updates_per_call"])
+  assert rows[1]["updates_per_call"] == 2
+
+
+def test_interleaved_medians_alternate_calls():
+  """Each round calls every function once (after `rewarm` untimed calls),
+  in order."""
+  from experiments import timing
+  order = []
+  calls = {n: (lambda n=n: order.append(n) or jnp.zeros(())) for n in "ab"}
+  medians = timing.interleaved_medians(calls, repeats=3, warmup=1, rewarm=1)
+  assert order == list("ab") + list("aabb") * 3
+  assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
+
+
 @pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])
 def test_torch_port_matches_logits(name):
   torch = pytest.importorskip("torch")
