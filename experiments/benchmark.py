@@ -63,8 +63,7 @@ def parse_mode(mode: str) -> tuple[str, int, str | None]:
   """"free:8@fori" -> ("free", 8, "fori"); "natural" -> ("natural", 0, None).
 
   The optional "@unroll" / "@fori" picks the replay / attack loop form;
-  without it the default is used (`attacks.default_loop`: on CPU it
-  follows the body, "unroll" with a convolution and "fori" without).
+  without it the backend's default (`attacks.default_loop()`) is used.
   """
   mode, _, loop = mode.partition("@")
   name, _, arg = mode.partition(":")
@@ -427,10 +426,7 @@ def to_markdown(res: dict) -> str:
                  f"{r['fori']['median_s'] / r['unroll']['median_s']:.2f} | "
                  f"{r['unroll']['compile_s']:.2f} | "
                  f"{r['fori']['compile_s']:.2f} |")
-    dl = res["default_loop"]
-    out.append(f"\nDefault loop on this backend: {dl['conv_body']} for a body "
-               f"with a convolution, {dl['conv_free_body']} for one without "
-               "(`attacks.default_loop`).")
+    out.append(f"\nDefault loop on this backend: {res['default_loop']}.")
   if isinstance(res.get("mixup_inference"), dict):
     out += ["", benchmark_mi.to_markdown(res["mixup_inference"])]
   return "\n".join(out)
@@ -488,10 +484,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                          config.repeats),
         "fori": benchmark_loop.measure(k, "fori", config.loop_batch_size,
                                        config.repeats)})
-  res["default_loop"] = {
-      "conv_body": attacks.default_loop(),
-      "conv_free_body": attacks.default_loop(body=lambda i, c: c * 2.0,
-                                             init=jnp.ones(()))}
+  res["default_loop"] = attacks.default_loop()
   mc = config.mixup_inference
   res["mixup_inference"] = benchmark_mi.measure(
       mc.model, mc.batch_size, mc.num_samples, config.repeats, config.dataset)
