@@ -102,7 +102,7 @@ def to_markdown(r: dict) -> str:
   n, b = r["num_samples"], r["batch_size"]
   return "\n".join([
       f"**Mixup Inference cost** ({r['model']}, batch {b}, N = {n}, median "
-      f"of {r['repeats']} after warm-up)", "",
+      f"of {r['repeats']} interleaved rounds after warm-up)", "",
       "| what | ms | vs N forwards |", "|---|---|---|",
       f"| MI-OL, N = {n} (jaxadv default here: chunk_size="
       f"{r['default_chunk_size']}) | {1e3 * r['mi_ol_s']:.1f} | "
