@@ -357,7 +357,8 @@ def to_markdown(res: dict) -> str:
   out = [f"Machine: {m['processor'] or m['platform']}, {m['cpu_count']} cores, "
          f"jax {m['jax']} ({m['backend']}, {len(m['devices'])} device(s)).", ""]
   out += ["**Training step cost** (batch {}, median of {} interleaved rounds "
-          "after warm-up, each round calling every mode of the model once; "
+          "after warm-up, each round timing every mode of the model once, "
+          "right after an untimed call of it; "
           "ratios per optimizer update vs natural on the same model)".format(
               res["config"]["batch_size"], res["config"]["repeats"]), "",
           "| model | mode | ms / call | updates / call | ms / update | "
