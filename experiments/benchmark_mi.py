@@ -5,7 +5,8 @@ r"""Cost of Mixup Inference: MI-OL (N mixed copies, vmapped) vs N plain forwards
 
 Compares, on the same batch and weights, medians after compile warm-up,
 timed in alternation (`timing.interleaved_medians`: round r times every
-variant once) so that machine drift does not skew the ratios:
+variant once, each right after an untimed call of it) so that machine drift
+does not skew the ratios:
 
 * `mi_ol`: `jaxadv.defenses.mi_ol`, one jitted call (partner draws, mixing,
   forwards, mean of softmax) with the backend's default `chunk_size`

@@ -154,10 +154,11 @@ def default_chunk_size(backend: Optional[str] = None, *,
   the batch per step (1 when `batch_size` is not given). Measured on 2 cores,
   N = 30, against 30 plain forwards of the batch (interleaved medians,
   `experiments/benchmark_mi.py`): one vmapped forward of all N x B images is
-  1.2-1.5x slower (15,000 images' activations fall out of cache); chunks of
-  ~1,000 images are 1.00-1.06x at batch 500 (fast-AT net and Madry CNN,
-  where one copy per step is 1.05-1.13x) and 0.65x at batch 100. On GPU/TPU
-  the single N x B batch keeps the device busy, so it is the default there.
+  1.3-1.4x slower (15,000 images' activations fall out of cache); chunks of
+  ~1,000 images are 0.93-1.06x at batch 500 (fast-AT net; Madry CNN 1.01x),
+  where one copy per step is 1.04-1.13x (Madry 1.05-1.07x), and 0.63-0.68x
+  at batch 100. On GPU/TPU the single N x B batch keeps the device busy, so
+  it is the default there.
 
   Args:
     backend: "cpu", "gpu", "tpu"...; default `jax.default_backend()`.
