@@ -29,14 +29,8 @@ def median_seconds(call: Callable[[], Any], repeats: int,
                    warmup: int = 1) -> float:
   """Median wall seconds of `call()` (blocked until ready) over `repeats`
   calls, after `warmup` untimed ones."""
-  for _ in range(warmup):
-    jax.block_until_ready(call())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(call())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  return interleaved_medians({"call": call}, repeats, warmup=warmup,
+                             rewarm=0)["call"]
 
 
 def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int,
