@@ -2,7 +2,7 @@ r"""Measures `layers.Conv`'s implementations: lax, im2col(_grad), explicit.
 
   python -m experiments.benchmark_conv [--models=fast_at_mnist,madry_cnn]
       [--impls=lax,im2col,im2col_grad,explicit] [--attack_batch=500]
-      [--train_batch=128]
+      [--train_batch=128] [--single_channels=1,3,8,16,32]
 
 For each model and conv implementation, prints the median time (after a
 warm-up call; compile time in brackets) of a forward pass alone (at the
@@ -12,10 +12,19 @@ step. The implementations are interleaved `--rounds`
 times, so a busy machine slows all of them alike. This is where the numbers
 in `jaxadv/models/layers.py`'s docstring come from, and what
 `layers.default_impl` is chosen by.
+
+With `--single_channels`, it first times one 4x4 / 2 convolution (padding 1,
+the fast-AT net's shape; 28x28 input for up to 8 channels, 14x14 above)
+per input-channel count: its forward pass and its input gradient, for each
+implementation, interleaved. "im2col"'s input gradient is col2im and
+"explicit"'s a canonical conv on the space-to-depth grid, the two forms
+`conv2d_im2col_grad` chooses between at `layers.FEW_CHANNELS`.
 """
 
 from __future__ import annotations
 
+
+import functools
 
 from absl import app
 from absl import flags
@@ -29,6 +38,7 @@ from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import models
 from jaxadv import training
+from jaxadv.models import layers
 
 FLAGS = flags.FLAGS
 
@@ -43,6 +53,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("replays", 8, "Free-AT replays m.")
   flags.DEFINE_integer("repeats", 5, "Timed calls per setting and round.")
   flags.DEFINE_integer("rounds", 2, "Interleaved rounds over the impls.")
+  flags.DEFINE_list("single_channels", [],
+                    "Input channels for the single-conv table (none: skip).")
 
 
 def _time(fn, *args, repeats: int) -> tuple[float, float]:
@@ -83,9 +95,54 @@ def measure(model_name: str, impl: str, *, attack_batch: int,
   return out
 
 
+def _single_conv(conv_fn, x, kernel):
+  return conv_fn(x, kernel, (2, 2), ((1, 1), (1, 1)))
+
+
+def measure_single(channels: list[int], impls: list[str], batch: int,
+                   repeats: int) -> dict:
+  """ms per forward pass and per input gradient of one 4x4 / 2 conv.
+
+  Returns `{(c_in, impl): (forward_ms, input_grad_ms)}`, each the median of
+  `repeats` interleaved calls after a warm-up call.
+  """
+  calls = {}
+  for c_in in channels:
+    hw, c_out = (28, 16) if c_in <= 8 else (14, 2 * c_in)
+    x = jax.random.normal(jax.random.key(1), (batch, hw, hw, c_in))
+    kernel = jax.random.normal(jax.random.key(2), (4, 4, c_in, c_out))
+    g = jax.random.normal(jax.random.key(3), (batch, hw // 2, hw // 2, c_out))
+    for impl in impls:
+      conv = functools.partial(_single_conv, layers.CONV_FNS[impl])
+      fwd = jax.jit(conv)
+      grad = jax.jit(lambda x, k, g, conv=conv: jax.vjp(
+          lambda a: conv(a, k), x)[1](g)[0])
+      calls[(c_in, impl, "forward")] = (
+          lambda f=fwd, x=x, k=kernel: f(x, k))
+      calls[(c_in, impl, "input_grad")] = (
+          lambda f=grad, x=x, k=kernel, g=g: f(x, k, g))
+  med = timing.interleaved_medians(calls, repeats)
+  return {(c, impl): (1e3 * med[(c, impl, "forward")],
+                      1e3 * med[(c, impl, "input_grad")])
+          for c, impl, _ in calls}
+
+
 def main(argv):
   del argv
   print(f"backend {jax.default_backend()}, devices {jax.devices()}")
+  if FLAGS.single_channels:
+    channels = [int(c) for c in FLAGS.single_channels]
+    res = measure_single(channels, FLAGS.impls, FLAGS.attack_batch,
+                         FLAGS.repeats * FLAGS.rounds)
+    print(f"\nOne 4x4 / 2 conv at batch {FLAGS.attack_batch}: forward / "
+          f"input gradient, ms (layers.FEW_CHANNELS = "
+          f"{layers.FEW_CHANNELS})\n")
+    print("| C_in | " + " | ".join(FLAGS.impls) + " |")
+    print("|---" * (len(FLAGS.impls) + 1) + "|")
+    for c in channels:
+      print(f"| {c} | " + " | ".join(
+          f"{res[(c, i)][0]:.2f} / {res[(c, i)][1]:.2f}"
+          for i in FLAGS.impls) + " |")
   cols = ["forward", "pgd_unroll", "pgd_fori", "natural", "free_unroll",
           "free_fori"]
   for model_name in FLAGS.models:

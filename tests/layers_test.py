@@ -35,6 +35,10 @@ CASES = [
     ((17, 16, 2), (4, 2), (2, 2), "VALID", 3),
     ((10, 11, 1), (6, 6), (3, 3), ((1, 2), (0, 1)), 4),
     ((7, 7, 2), (2, 2), (2, 2), "VALID", 3),
+    # ... and with more than layers.FEW_CHANNELS input channels, where
+    # im2col_grad's input tangent is a conv on the space-to-depth grid.
+    ((15, 13, 5), (4, 4), (2, 2), "SAME", 5),
+    ((10, 11, 6), (6, 6), (3, 3), ((1, 2), (0, 1)), 4),
 ]
 
 
@@ -85,10 +89,11 @@ def test_conv_vjp_matches_lax(impl, jit, shape, kernel_hw, strides, padding,
 
 
 @pytest.mark.parametrize("impl", list(_CONV_FNS))
-@pytest.mark.parametrize("kernel_hw", [(3, 3), (4, 4)])
-def test_second_order_grad_matches_lax(impl, kernel_hw):
+@pytest.mark.parametrize("kernel_hw,c_in", [((3, 3), 2), ((4, 4), 2),
+                                            ((4, 4), 5)])
+def test_second_order_grad_matches_lax(impl, kernel_hw, c_in):
   """grad-of-grad (e.g. gradient penalties): custom VJP and im2col."""
-  x, kernel, _ = _inputs((10, 10, 2), kernel_hw, 4)
+  x, kernel, _ = _inputs((10, 10, c_in), kernel_hw, 4)
   pads = ((1, 1), (1, 1))
   ref_conv = lambda a, k: lax.conv_general_dilated(
       a, k, (2, 2), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -124,10 +129,11 @@ def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
 
 
 @pytest.mark.parametrize("impl", ["lax", "im2col", "im2col_grad"])
-def test_forward_mode(impl):
+@pytest.mark.parametrize("c_in", [2, 5])
+def test_forward_mode(impl, c_in):
   """jvp works for lax and im2col(_grad); the explicit custom VJP refuses
   it."""
-  x, _, _ = _inputs((8, 8, 2), (4, 4), 4)
+  x, _, _ = _inputs((8, 8, c_in), (4, 4), 4)
   conv = layers.Conv(4, (4, 4), strides=(2, 2), padding=1, impl=impl)
   custom = layers.Conv(4, (4, 4), strides=(2, 2), padding=1,
                        impl="explicit")
@@ -139,6 +145,33 @@ def test_forward_mode(impl):
       v, jnp.zeros_like(x)), rtol=1e-5, atol=1e-5)
   with pytest.raises(TypeError, match="custom_vjp"):
     jax.jvp(lambda a: custom.apply(v, a), (x,), (t,))
+
+
+def _conv_eqns(fn, *args) -> list:
+  """The conv_general_dilated equations of `fn`'s jaxpr."""
+  return [e for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns
+          if e.primitive.name == "conv_general_dilated"]
+
+
+@pytest.mark.parametrize("c_in", [1, 5])
+def test_im2col_grad_input_gradient_forms(c_in):
+  """An input gradient (attacks) is col2im with few channels, and one
+  canonical stride-1 conv on the space-to-depth grid with more."""
+  x, kernel, _ = _inputs((14, 14, c_in), (4, 4), 8)
+  pads = ((1, 1), (1, 1))
+  conv = lambda a: layers.conv2d_im2col_grad(a, kernel, (2, 2), pads)
+  convs = _conv_eqns(jax.grad(lambda a: jnp.sum(conv(a) ** 2)), x)
+  if c_in <= layers.FEW_CHANNELS:
+    assert convs == []  # im2col value, col2im gradient: slices and dots
+    return
+  canonical = lax.conv_dimension_numbers(x.shape, kernel.shape,
+                                         ("NHWC", "HWIO", "NHWC"))
+  value, grad = convs  # the lax conv's value, then its input gradient
+  assert value.params["window_strides"] == (2, 2)
+  assert grad.params["window_strides"] == (1, 1)
+  assert grad.params["lhs_dilation"] == (1, 1)
+  for eqn in convs:
+    assert eqn.params["dimension_numbers"] == canonical
 
 
 def test_default_impl():
@@ -178,6 +211,7 @@ class _Net(nn.Module):
     conv = lambda *args, **kw: layers.Conv(*args, impl=self.impl, **kw)
     a = nn.relu(conv(4, (4, 4), strides=(2, 2), padding=1)(a))
     a = nn.relu(conv(4, (5, 5), padding="SAME")(a))
+    a = nn.relu(conv(8, (4, 4), strides=(2, 2), padding=1)(a))  # C_in > 3
     a = nn.relu(conv(4, (3, 3), strides=(2, 2), padding=1)(a))
     return nn.Dense(10)(a.reshape(a.shape[0], -1))
 
@@ -223,8 +257,9 @@ def test_rolled_loops_compile_canonical_convs():
     assert any(lab != canonical for lab in labels), labels
   # im2col leaves no convolution at all: slices, pads and dots only.
   assert _compiled_convs("im2col") == [[], []]
-  # im2col_grad: the attack keeps its forward lax convs (canonical) and
-  # nothing else; the training step (a kernel tangent) is im2col throughout.
+  # im2col_grad: the attack's convs are the forward lax convs and the
+  # space-to-depth input gradient of the conv with 4 input channels, all
+  # canonical; the training step (a kernel tangent) is im2col throughout.
   pgd_labels, free_labels = _compiled_convs("im2col_grad")
   assert pgd_labels and all(lab == canonical for lab in pgd_labels), pgd_labels
   assert free_labels == []

@@ -4,10 +4,12 @@ On XLA:CPU the loop form's cost depends on the convolutions in the body
 (`jaxadv.models.layers`): with jax's own conv gradients a rolled loop ran
 ~3.4x slower than the unrolled one (PGD-40, fast-AT MNIST net, batch 100:
 595 vs 177 ms), because XLA:CPU compiles non-canonical convs inside while
-bodies with a slow emitter. The fast-AT net's convs now default to im2col
-on CPU (no conv in the program), where the two forms cost about the same
-(PGD-10 at batch 500: 223 ms unrolled, 243 ms rolled); stride-1 convs
-(Madry CNN) still prefer unrolled. So the default stays "unroll" on CPU
+bodies with a slow emitter. The fast-AT net's convs default to
+`im2col_grad` on CPU (patches, dots and canonical convs only), where the two
+forms cost about the same (PGD-10 at batch 500: 223 ms unrolled, 243 ms
+rolled; PGD-50 511-571 vs 533-565 images/s with the current layers);
+stride-1 convs (Madry CNN) still prefer unrolled. So the default stays
+"unroll" on CPU
 (`experiments/benchmark_loop.py`, `experiments/benchmark_conv.py` measure
 it). On GPU/TPU a rolled loop keeps compile time flat in the number of
 steps, so it is the default there.

@@ -21,17 +21,20 @@ float32 rounding) with four implementations, chosen by `impl`:
   5x5 convs (Madry CNN) the forward pass was ~4x slower (77 vs 19 ms at
   batch 128: XLA:CPU's concat of 25 narrow slices is slow) and a natural
   step 1.15x slower, so those stay "lax".
-* "im2col_grad" (`conv2d_im2col_grad`, a custom JVP): the lax convolution
-  when nothing is differentiated, im2col's derivatives when something is.
-  With a kernel tangent (training) value and gradients are im2col's; with
-  an input tangent only (attacks) the value is the lax conv and the
-  backward pass im2col's. The CPU default for the strided convs above:
-  on the same benchmark (another day, ~1.3x slower machine) forward 14.4
-  ms (lax 14.9, im2col 36.6), PGD-10 267 / 260 ms unrolled / rolled
-  (im2col 279 / 261, lax 386 / 942). A natural training step compiles to
-  the same program as im2col's (same op counts in the compiled HLO; 10.9
-  vs 9.2 ms in that run is noise), and free AT m = 8 took 98 / 69 ms
-  unrolled / rolled (im2col 107 / 67).
+* "im2col_grad" (`conv2d_im2col_grad`, a custom JVP), the CPU default for
+  the strided convs above. Without differentiation, or with an input
+  tangent only (attacks), the value is the lax conv (im2col with at most
+  `FEW_CHANNELS` input channels, where it is faster) and the input gradient
+  is a canonical stride-1 conv on the space-to-depth grid (col2im with few
+  channels). With a kernel tangent (training) it is exactly "im2col".
+  `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32` times
+  the forms per channel count. On the fast-AT net the input gradient of a
+  batch of 500 took 17 ms against 37-42 ms with im2col's derivatives (the
+  previous default), and PGD-50 on one device ran at 511-571 images/s, up
+  from 361-461 in the last two benchmarks (`experiments/benchmark.py`). A
+  natural training step compiles to the same program as im2col's, and free
+  AT m = 8 took 98 / 69 ms unrolled / rolled (im2col 107 / 67) in an
+  earlier run.
 * "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
   canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
   with swapped kernel dimensions (`dim_labels=..._01oi->...`) and transposed
@@ -61,7 +64,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-__all__ = ["Conv", "IMPLS", "conv2d", "conv2d_im2col", "conv2d_im2col_grad",
+__all__ = ["CONV_FNS", "Conv", "FEW_CHANNELS", "IMPLS", "conv2d", "conv2d_im2col", "conv2d_im2col_grad",
            "default_impl", "explicit_padding"]
 
 Padding = Union[str, int, Sequence[tuple[int, int]]]
@@ -331,27 +334,80 @@ def _patch_matmul(patches: jax.Array, kernel: jax.Array,
   return y.reshape(out_shape + (kernel.shape[-1],))
 
 
+# Input channels up to which a space-to-depth conv's value is computed as
+# im2col and its input gradient as im2col's transpose (col2im); above it, the
+# lax conv and a canonical stride-1 conv on the space-to-depth grid.
+# `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32
+# --models=` (one 4x4 / 2 conv, batch 500, 2 cores; ms forward / input
+# gradient): C_in = 1: lax 5.2 / 6.2, im2col 1.5 / 1.3, space-to-depth conv
+# ("explicit") 2.0 / 3.6; C_in = 3: 5.4 / 8.4, 4.1 / 4.0, 3.6 / 3.9;
+# C_in = 8: 5.8 / 57, 57 / 29, 46 / 7.1; C_in = 16: 6.4 / 16, 33 / 11,
+# 14 / 4.3.
+FEW_CHANNELS = 3
+
+
+def _few_channels(x: jax.Array) -> bool:
+  return x.shape[-1] <= FEW_CHANNELS
+
+
+def _im2col_grad_value(x, kernel, strides, pads):
+  """The value `conv2d_im2col_grad` computes: im2col or the lax conv."""
+  if _use_space_to_depth(kernel.shape[:2], strides) and _few_channels(x):
+    return conv2d_im2col(x, kernel, strides, pads)
+  return _conv(x, kernel, strides, pads)
+
+
+def _input_tangent(dx, kernel, strides, pads):
+  """The input term of the JVP, written so that its transpose is fast.
+
+  Reverse mode never evaluates this; it transposes it. For space-to-depth
+  convs with more than `FEW_CHANNELS` input channels it is a stride-1 conv
+  on the space-to-depth input whose kernel is passed in HWOI layout, so the
+  transpose jax derives (same kernel, in/out labels swapped) is a canonical
+  NHWC x HWIO convolution, fast on XLA:CPU in rolled loop bodies too. With
+  few channels it is im2col, whose transpose is slices, pads and adds.
+  """
+  kernel_hw = kernel.shape[:2]
+  if not _use_space_to_depth(kernel_hw, strides) or _few_channels(dx):
+    return conv2d_im2col(dx, kernel, strides, pads)
+  n_out = _out_hw(dx.shape[1:3], kernel_hw, strides, pads)
+  xs = _s2d_input(dx, kernel_hw, strides, pads)
+  k_hwoi = _s2d_kernel(kernel, strides).transpose(0, 1, 3, 2)
+  y = lax.conv_general_dilated(xs, k_hwoi, (1, 1), ((0, 0), (0, 0)),
+                               dimension_numbers=("NHWC", "HWOI", "NHWC"))
+  return y[:, :n_out[0], :n_out[1], :]
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
                        strides: tuple[int, int], pads: Pads) -> jax.Array:
-  """`conv2d_im2col` under autodiff, the lax convolution without.
+  """A convolution whose derivatives are built for XLA:CPU.
 
-  A `jax.custom_jvp`: evaluated without differentiation (clean evaluation,
-  Mixup Inference's forward passes) it is `lax.conv_general_dilated`, which
-  XLA:CPU runs about 2.5x faster than im2col's forward pass. Differentiated,
-  its JVP is im2col's, so reverse mode transposes it into slices, pads and
-  dots (no convolution in the backward pass, rolled loops included):
-  with a kernel tangent (training) it is exactly "im2col"; with an input
-  tangent only (attacks) the value comes from the lax conv and the patch
-  matrix is not built. Differentiable to any order (the rule is plain jax).
+  A `jax.custom_jvp` that computes `lax.conv_general_dilated`'s values and
+  derivatives in the forms XLA:CPU runs fastest (measured on 2 cores; the
+  choice is static, by shape):
+
+  * Value: the lax conv; im2col for space-to-depth convs with at most
+    `FEW_CHANNELS` input channels (the fast-AT net's first conv: 1.5 vs
+    5.2 ms at batch 500).
+  * Kernel tangent (training): exactly "im2col": one patch matrix gives
+    the value and the kernel term, and the input term is im2col's too.
+  * Input tangent only (attacks): for space-to-depth convs with more
+    channels, a stride-1 conv on the space-to-depth input whose transpose
+    is a canonical convolution (`_input_tangent`; the fast-AT net's second
+    conv at batch 500: 4.4 ms against 11 ms for im2col's col2im and 16 ms
+    for jax's transpose of the strided conv); otherwise im2col, whose
+    transpose is col2im.
+
+  Differentiable to any order, in both modes (the rule is plain jax).
 
   Args:
     x, kernel, strides, pads: as in `conv2d_im2col`.
 
   Returns:
-    `[B, H_out, W_out, C_out]`, the lax convolution.
+    `[B, H_out, W_out, C_out]`, the convolution.
   """
-  return _conv(x, kernel, strides, pads)
+  return _im2col_grad_value(x, kernel, strides, pads)
 
 
 def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
@@ -359,9 +415,9 @@ def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
   dx, dkernel = tangents
   zero = jax.custom_derivatives.SymbolicZero
   if isinstance(dkernel, zero):
-    # Input tangent only (attacks): the lax conv's fast forward; the patches
-    # of x are not needed.
-    y = _conv(x, kernel, strides, pads)
+    # Input tangent only (attacks): the value as without differentiation;
+    # the patches of x are not needed.
+    y = _im2col_grad_value(x, kernel, strides, pads)
     dy = None
   else:
     # A kernel tangent (training): one patch matrix of x gives both the
@@ -370,8 +426,13 @@ def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
     y = _patch_matmul(patches, kernel, strides, out_shape)
     dy = _patch_matmul(patches, dkernel, strides, out_shape)
   if not isinstance(dx, zero):
-    dx_term = conv2d_im2col(dx, kernel, strides, pads)
-    dy = dx_term if dy is None else dy + dx_term
+    if dy is None:
+      dy = _input_tangent(dx, kernel, strides, pads)
+    else:
+      # Training keeps im2col's input term, so training steps compute what
+      # they computed before `_input_tangent` existed (free AT at eps 0.3 on
+      # MNIST is chaotic in float rounding: see the README's benchmark).
+      dy = dy + conv2d_im2col(dx, kernel, strides, pads)
   if dy is None:
     dy = jnp.zeros_like(y)
   return y, dy
@@ -428,9 +489,9 @@ def _conv2d_bwd(strides, pads, res, g):
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 # `Conv(impl=...)` -> the convolution `(x, kernel, strides, pads) -> y`.
-_CONV_FNS = {"lax": _conv, "im2col": conv2d_im2col,
-             "im2col_grad": conv2d_im2col_grad, "explicit": conv2d}
-IMPLS = tuple(_CONV_FNS)
+CONV_FNS = {"lax": _conv, "im2col": conv2d_im2col,
+            "im2col_grad": conv2d_im2col_grad, "explicit": conv2d}
+IMPLS = tuple(CONV_FNS)
 
 
 class Conv(nn.Module):
@@ -483,7 +544,7 @@ class Conv(nn.Module):
             if self.use_bias else None)
     x, kernel, bias = flax_dtypes.promote_dtype(x, kernel, bias)
     pads = explicit_padding(self.padding, x.shape[1:3], kernel_hw, strides)
-    y = _CONV_FNS[impl](x, kernel, strides, pads)
+    y = CONV_FNS[impl](x, kernel, strides, pads)
     if bias is not None:
       y = y + bias
     return y
