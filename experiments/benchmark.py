@@ -63,7 +63,9 @@ def parse_mode(mode: str) -> tuple[str, int, str | None]:
   """"free:8@fori" -> ("free", 8, "fori"); "natural" -> ("natural", 0, None).
 
   The optional "@unroll" / "@fori" picks the replay / attack loop form;
-  without it the backend's default (`attacks.default_loop()`) is used.
+  without it the default is used (`attacks.default_loop`: on CPU it
+  follows the body, "unroll" with a non-canonical convolution, "fori"
+  otherwise).
   """
   mode, _, loop = mode.partition("@")
   name, _, arg = mode.partition(":")
@@ -366,6 +368,22 @@ def machine() -> dict:
           "devices": [str(d) for d in jax.devices()]}
 
 
+def default_loops(model_names) -> dict:
+  """The default loop form of a PGD step body on each model, and of a body
+  without convolutions."""
+  out = {}
+  for name in model_names:
+    model = models.get_model(name)
+    x = jnp.zeros((2, 28, 28, 1))
+    variables = model.init(jax.random.key(0), x)
+    grad = jax.grad(lambda a: jnp.sum(model.apply(variables, a)))
+    out[f"PGD on {name}"] = attacks.default_loop(
+        body=lambda i, a: a + 0.01 * jnp.sign(grad(a)), init=x)
+  out["a body without convolutions"] = attacks.default_loop(
+      body=lambda i, c: c * 2.0, init=jnp.ones(()))
+  return out
+
+
 def to_markdown(res: dict) -> str:
   """The benchmark as Markdown tables."""
   m = res["machine"]
@@ -446,7 +464,10 @@ def to_markdown(res: dict) -> str:
                  f"{r['fori']['median_s'] / r['unroll']['median_s']:.2f} | "
                  f"{r['unroll']['compile_s']:.2f} | "
                  f"{r['fori']['compile_s']:.2f} |")
-    out.append(f"\nDefault loop on this backend: {res['default_loop']}.")
+    out.append("\nDefault loop on this backend (`attacks.default_loop`, "
+               "which on CPU follows the body): " + ", ".join(
+                   f"{what}: {form}"
+                   for what, form in res["default_loop"].items()) + ".")
   if isinstance(res.get("mixup_inference"), dict):
     out += ["", benchmark_mi.to_markdown(res["mixup_inference"])]
   return "\n".join(out)
@@ -504,7 +525,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                          config.repeats),
         "fori": benchmark_loop.measure(k, "fori", config.loop_batch_size,
                                        config.repeats)})
-  res["default_loop"] = attacks.default_loop()
+  res["default_loop"] = default_loops(config.models)
   mc = config.mixup_inference
   res["mixup_inference"] = benchmark_mi.measure(
       mc.model, mc.batch_size, mc.num_samples, config.repeats, config.dataset)

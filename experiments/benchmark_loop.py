@@ -50,7 +50,7 @@ def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
 def main(argv):
   del argv
   print(f"backend {jax.default_backend()}, devices {jax.devices()}, "
-        f"default loop: {attacks.default_loop()}")
+        f"default loop for an unknown body: {attacks.default_loop()}")
   print("| K | unroll ms | fori ms | fori / unroll | unroll compile s "
         "| fori compile s |")
   print("|---|---|---|---|---|---|")

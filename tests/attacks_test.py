@@ -216,6 +216,42 @@ def test_loop_forms_agree(norm):
   assert attacks.default_loop("gpu") == "fori"
 
 
+def _pgd_body(conv_impl):
+  """A PGD step body through the fast-AT net with `conv_impl` convs."""
+  from jaxadv import models  # pylint: disable=g-import-not-at-top
+  model = models.get_model("fast_at_mnist", conv_impl=conv_impl)
+  x = jnp.zeros((2, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x)
+  grad = jax.grad(lambda a: jnp.sum(model.apply(variables, a)))
+  return (lambda i, a: a + 0.01 * jnp.sign(grad(a))), x
+
+
+@pytest.mark.parametrize("conv_impl,cpu_form", [
+    ("lax", "unroll"),         # jax's conv gradients: non-canonical convs
+    ("im2col_grad", "fori"),   # patches, dots and canonical convs only
+    ("im2col", "fori"),        # no convolution at all
+])
+def test_default_loop_follows_the_body(conv_impl, cpu_form):
+  body, init = _pgd_body(conv_impl)
+  assert attacks.default_loop("cpu", body=body, init=init) == cpu_form
+  assert attacks.default_loop("gpu", body=body, init=init) == "fori"
+  # A body without convolutions rolls; inside jit (traced init) too.
+  mlp = lambda i, c: jnp.tanh(c @ jnp.ones((3, 3)))
+  assert attacks.default_loop("cpu", body=mlp, init=jnp.ones((2, 3))) == "fori"
+  seen = []
+  jax.jit(lambda c: seen.append(attacks.default_loop(
+      "cpu", body=mlp, init=c)) or c)(jnp.ones((2, 3)))
+  assert seen == ["fori"]
+
+
+def test_run_loop_single_step_calls_the_body_once():
+  calls = []
+  body = lambda i, c: calls.append(i) or c + 1.0
+  assert float(attacks.run_loop(1, body, jnp.zeros(()), "fori")) == 1.0
+  assert calls == [0]
+  assert float(attacks.run_loop(0, body, jnp.zeros(()))) == 0.0
+
+
 def test_cw_margin():
   logits = jnp.array([[1.0, 3.0, 2.0], [5.0, 1.0, 0.0]])
   np.testing.assert_allclose(losses.cw_margin(logits, jnp.array([0, 0])),

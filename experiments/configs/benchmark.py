@@ -26,12 +26,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.modes = ("natural", "fgsm_rs", "free:2", "free:4", "free:8", "pgd:3",
              "pgd:7", "pgd:10", "pgd:40")
   # Extra modes per model, e.g. the other loop form ("@fori" / "@unroll").
-  # On the fast-AT net (im2col convs on CPU) rolled free-AT replays were
-  # measured faster than unrolled ones (m = 8: 50 vs 75 ms per call,
-  # experiments/benchmark_conv.py); on the Madry CNN (lax convs) far slower
-  # (9.2 s vs 0.98 s), so only the fast-AT net gets the rolled rows.
+  # On CPU the default loop form follows the body (`attacks.default_loop`):
+  # the fast-AT net's free-AT replays have no non-canonical conv
+  # (im2col_grad) and run rolled; its unrolled rows show the other form
+  # (m = 8: 1.09-1.50x natural unrolled, 0.91-0.95 rolled in the last
+  # runs). The Madry CNN's lax-conv gradients run unrolled (rolled m = 8:
+  # 9.2 s vs 1.0 s), so no rolled rows there.
   c.extra_modes = ml_collections.ConfigDict(dict(
-      fast_at_mnist=("free:2@fori", "free:4@fori", "free:8@fori")))
+      fast_at_mnist=("free:2@unroll", "free:4@unroll", "free:8@unroll")))
   c.warmup = 2
   c.repeats = 20
   # Peak resident memory per mode, each in a fresh subprocess.
@@ -59,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.models = ("fast_at_mnist",)
     c.modes = ("natural", "fgsm_rs", "free:4", "pgd:3")
     c.extra_modes = ml_collections.ConfigDict(dict(
-        fast_at_mnist=("free:4@fori",)))
+        fast_at_mnist=("free:4@unroll",)))
     c.repeats = 5
     c.memory_models = ()
     c.tta.methods = ("fgsm_rs",)
