@@ -22,11 +22,12 @@ float32 rounding) with four implementations, chosen by `impl`:
   batch 128: XLA:CPU's concat of 25 narrow slices is slow) and a natural
   step 1.15x slower, so those stay "lax".
 * "im2col_grad" (`conv2d_im2col_grad`, a custom JVP), the CPU default for
-  the strided convs above. Without differentiation, or with an input
-  tangent only (attacks), the value is the lax conv (im2col with at most
-  `FEW_CHANNELS` input channels, where it is faster) and the input gradient
-  is a canonical stride-1 conv on the space-to-depth grid (col2im with few
-  channels). With a kernel tangent (training) it is exactly "im2col".
+  the strided convs above. Without differentiation it is the lax conv.
+  With an input tangent only (attacks) the value is the lax conv (im2col
+  with at most `FEW_CHANNELS` input channels, where it is faster) and the
+  input gradient is a canonical stride-1 conv on the space-to-depth grid
+  (col2im with few channels). With a kernel tangent (training) it is
+  exactly "im2col".
   `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32` times
   the forms per channel count. On the fast-AT net the input gradient of a
   batch of 500 took 17 ms against 37-42 ms with im2col's derivatives (the
@@ -351,7 +352,7 @@ def _few_channels(x: jax.Array) -> bool:
 
 
 def _im2col_grad_value(x, kernel, strides, pads):
-  """The value `conv2d_im2col_grad` computes: im2col or the lax conv."""
+  """The value under an input tangent only: im2col or the lax conv."""
   if _use_space_to_depth(kernel.shape[:2], strides) and _few_channels(x):
     return conv2d_im2col(x, kernel, strides, pads)
   return _conv(x, kernel, strides, pads)
@@ -387,9 +388,9 @@ def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
   derivatives in the forms XLA:CPU runs fastest (measured on 2 cores; the
   choice is static, by shape):
 
-  * Value: the lax conv; im2col for space-to-depth convs with at most
-    `FEW_CHANNELS` input channels (the fast-AT net's first conv: 1.5 vs
-    5.2 ms at batch 500).
+  * Value: the lax conv. Under an input tangent only (attacks), im2col for
+    space-to-depth convs with at most `FEW_CHANNELS` input channels (the
+    fast-AT net's first conv: 1.5 vs 5.2 ms at batch 500).
   * Kernel tangent (training): exactly "im2col": one patch matrix gives
     the value and the kernel term, and the input term is im2col's too.
   * Input tangent only (attacks): for space-to-depth convs with more
@@ -407,7 +408,11 @@ def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
   Returns:
     `[B, H_out, W_out, C_out]`, the convolution.
   """
-  return _im2col_grad_value(x, kernel, strides, pads)
+  # Not differentiated (clean evaluation, Mixup Inference): the lax conv.
+  # im2col's faster value for few channels is kept to the attack path: in
+  # Mixup Inference's `lax.map` over mixed copies it made MI-OL 1.42-1.58x
+  # the time of 30 plain forwards at every chunk size (1.04x with lax).
+  return _conv(x, kernel, strides, pads)
 
 
 def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
