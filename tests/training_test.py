@@ -87,7 +87,11 @@ def test_free_at_needs_fixed_batch_delta():
     training.free_at_step(replays=2)(state, _batch(0), jax.random.key(0))
 
 
-def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch):
+@pytest.mark.parametrize("loop,traced", [("unroll", 4), ("fori", 1)])
+def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch, loop,
+                                                          traced):
+  """One value_and_grad over (params, delta) per replay: 4 unrolled
+  replays trace it 4 times, a rolled loop traces its body once."""
   calls = []
   real = jax.value_and_grad
 
@@ -97,8 +101,9 @@ def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch):
 
   monkeypatch.setattr(jax, "value_and_grad", counting)
   state = _state(delta=True)
-  training.free_at_step(replays=4)(state, _batch(0), jax.random.key(0))
-  assert calls == [(0, 1)] * 4
+  training.free_at_step(replays=4, loop=loop)(state, _batch(0),
+                                              jax.random.key(0))
+  assert calls == [(0, 1)] * traced
 
 
 @pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])

@@ -31,8 +31,9 @@ float32 rounding) with four implementations, chosen by `impl`:
   `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32` times
   the forms per channel count. On the fast-AT net the input gradient of a
   batch of 500 took 17 ms against 37-42 ms with im2col's derivatives (the
-  previous default), and PGD-50 on one device ran at 511-571 images/s, up
-  from 361-461 in the last two benchmarks (`experiments/benchmark.py`). A
+  previous default), and PGD-50 on one device ran at 625 images/s in the
+  committed benchmark (`experiments/benchmark.py`), up from 361-461 in the
+  two before (487-571 in standalone interleaved runs). A
   natural training step compiles to the same program as im2col's, and free
   AT m = 8 took 98 / 69 ms unrolled / rolled (im2col 107 / 67) in an
   earlier run.
@@ -65,8 +66,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-__all__ = ["CONV_FNS", "Conv", "FEW_CHANNELS", "IMPLS", "conv2d", "conv2d_im2col", "conv2d_im2col_grad",
-           "default_impl", "explicit_padding"]
+__all__ = ["CONV_FNS", "Conv", "FEW_CHANNELS", "IMPLS", "conv2d",
+           "conv2d_im2col", "conv2d_im2col_grad", "default_impl",
+           "explicit_padding"]
 
 Padding = Union[str, int, Sequence[tuple[int, int]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -420,8 +422,8 @@ def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
   dx, dkernel = tangents
   zero = jax.custom_derivatives.SymbolicZero
   if isinstance(dkernel, zero):
-    # Input tangent only (attacks): the value as without differentiation;
-    # the patches of x are not needed.
+    # Input tangent only (attacks): im2col's value with few channels, the
+    # lax conv's otherwise; no patch matrix for a kernel term.
     y = _im2col_grad_value(x, kernel, strides, pads)
     dy = None
   else:
