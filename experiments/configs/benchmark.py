@@ -30,8 +30,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the fast-AT net's free-AT replays have no non-canonical conv
   # (im2col_grad) and run rolled; its unrolled rows show the other form
   # (m = 8: 1.09-1.36x natural unrolled, 0.91-0.96 rolled in three
-  # benchmark runs). The Madry CNN's lax-conv gradients run unrolled (rolled m = 8:
-  # 9.2 s vs 1.0 s), so no rolled rows there.
+  # benchmark runs). The Madry CNN's lax-conv gradients run unrolled
+  # (rolled m = 8: 9.2 s vs 1.0 s), so no rolled rows there.
   c.extra_modes = ml_collections.ConfigDict(dict(
       fast_at_mnist=("free:2@unroll", "free:4@unroll", "free:8@unroll")))
   c.warmup = 2

@@ -349,13 +349,17 @@ def _patch_matmul(patches: jax.Array, kernel: jax.Array,
 FEW_CHANNELS = 3
 
 
-def _few_channels(x: jax.Array) -> bool:
-  return x.shape[-1] <= FEW_CHANNELS
+def _few_channel_s2d(x: jax.Array, kernel: jax.Array,
+                     strides: Sequence[int]) -> bool:
+  """Whether im2col is the faster form of this conv's attack path: a
+  space-to-depth conv with at most `FEW_CHANNELS` input channels."""
+  return (_use_space_to_depth(kernel.shape[:2], strides)
+          and x.shape[-1] <= FEW_CHANNELS)
 
 
 def _im2col_grad_value(x, kernel, strides, pads):
   """The value under an input tangent only: im2col or the lax conv."""
-  if _use_space_to_depth(kernel.shape[:2], strides) and _few_channels(x):
+  if _few_channel_s2d(x, kernel, strides):
     return conv2d_im2col(x, kernel, strides, pads)
   return _conv(x, kernel, strides, pads)
 
@@ -371,7 +375,8 @@ def _input_tangent(dx, kernel, strides, pads):
   few channels it is im2col, whose transpose is slices, pads and adds.
   """
   kernel_hw = kernel.shape[:2]
-  if not _use_space_to_depth(kernel_hw, strides) or _few_channels(dx):
+  if not _use_space_to_depth(kernel_hw, strides) or _few_channel_s2d(
+      dx, kernel, strides):
     return conv2d_im2col(dx, kernel, strides, pads)
   n_out = _out_hw(dx.shape[1:3], kernel_hw, strides, pads)
   xs = _s2d_input(dx, kernel_hw, strides, pads)
