@@ -3,7 +3,9 @@ r"""Measures the attack-step loop form: unrolled vs `lax.fori_loop`.
   python -m experiments.benchmark_loop [--steps=1,7,40] [--batch_size=100]
 
 Prints, for PGD-K on the fast-AT MNIST net, the median time per attack call
-(after warm-up) and the compile time of each form on the running backend, and
+(after warm-up; the two forms timed in alternation, their ratio the median of
+the per-round ratios) and the compile time of each form on the running
+backend, and
 the form `jaxadv.attacks.default_loop()` picks there.
 """
 
@@ -14,6 +16,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments import timing
 from jaxadv import attacks
@@ -30,7 +33,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer("repeats", 10, "Timed calls per setting.")
 
 
-def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
+def _compiled_attack(steps: int, loop: str, batch_size: int):
   model = models.get_model("fast_at_mnist")
   variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
   x = jax.random.uniform(jax.random.key(1), (batch_size, 28, 28, 1))
@@ -43,8 +46,34 @@ def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
 
   args = (variables, x, y, jax.random.key(2), 0.3, 0.01)
   compiled, compile_s = timing.compile_timed(attack, *args)
-  return {"median_s": timing.median_seconds(lambda: compiled(*args), repeats),
+  return (lambda: compiled(*args)), compile_s
+
+
+def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
+  """Median seconds and compile seconds of PGD-`steps` in one loop form."""
+  call, compile_s = _compiled_attack(steps, loop, batch_size)
+  return {"median_s": timing.median_seconds(call, repeats),
           "compile_s": compile_s}
+
+
+def measure_pair(steps: int, batch_size: int, repeats: int) -> dict:
+  """Both loop forms of PGD-`steps`, timed in alternation.
+
+  Returns:
+    {"unroll": {"median_s", "compile_s"}, "fori": {...},
+     "fori_over_unroll": the per-round ratio's median, min and max
+     (`timing.paired_ratio`)}.
+  """
+  calls, out = {}, {}
+  for loop in ("unroll", "fori"):
+    calls[loop], out[loop] = _compiled_attack(steps, loop, batch_size)
+    out[loop] = {"compile_s": out[loop]}
+  times = timing.interleaved_times(calls, repeats)
+  for loop, t in times.items():
+    out[loop]["median_s"] = float(np.median(t))
+  out["fori_over_unroll"] = timing.paired_ratio(times["fori"],
+                                                times["unroll"])
+  return out
 
 
 def main(argv):
@@ -55,10 +84,10 @@ def main(argv):
         "| fori compile s |")
   print("|---|---|---|---|---|---|")
   for k in map(int, FLAGS.steps):
-    u = measure(k, "unroll", FLAGS.batch_size, FLAGS.repeats)
-    f = measure(k, "fori", FLAGS.batch_size, FLAGS.repeats)
+    r = measure_pair(k, FLAGS.batch_size, FLAGS.repeats)
+    u, f = r["unroll"], r["fori"]
     print(f"| {k} | {1e3 * u['median_s']:.1f} | {1e3 * f['median_s']:.1f} | "
-          f"{f['median_s'] / u['median_s']:.2f} | {u['compile_s']:.2f} | "
+          f"{r['fori_over_unroll']['median']:.2f} | {u['compile_s']:.2f} | "
           f"{f['compile_s']:.2f} |")
 
 

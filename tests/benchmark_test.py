@@ -49,6 +49,9 @@ def test_train_modes_are_timed_in_one_interleaved_pass():
     np.testing.assert_allclose(r["per_update_s"],
                                r["call_s"] / r["updates_per_call"])
   assert rows[1]["updates_per_call"] == 2
+  for r in rows:  # the rounds the median (and paired ratios) come from
+    assert len(r["round_s"]) == 2
+    np.testing.assert_allclose(r["call_s"], np.median(r["round_s"]))
 
 
 def test_interleaved_medians_alternate_calls():
@@ -60,6 +63,44 @@ def test_interleaved_medians_alternate_calls():
   medians = timing.interleaved_medians(calls, repeats=3, warmup=1, rewarm=1)
   assert order == list("ab") + list("aabb") * 3
   assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
+
+
+def test_interleaved_times_keep_every_round():
+  from experiments import timing
+  calls = {n: (lambda: jnp.zeros(())) for n in "abc"}
+  times = timing.interleaved_times(calls, repeats=4, warmup=0, rewarm=0)
+  assert list(times) == list("abc")
+  assert all(len(t) == 4 and min(t) >= 0 for t in times.values())
+
+
+@pytest.mark.parametrize("num, den, want", [
+    ([2.0, 4.0, 9.0], [1.0, 2.0, 3.0], (2.0, 2.0, 3.0)),
+    ([1.0], [4.0], (0.25, 0.25, 0.25)),
+    # A slow round moves both terms: the paired median ignores it, the
+    # ratio of medians (3 / 1.5 = 2) does not.
+    ([1.0, 1.1, 3.0, 1.0], [1.0, 1.0, 3.0, 1.0], (1.0, 1.0, 1.1)),
+])
+def test_paired_ratio(num, den, want):
+  from experiments import timing
+  r = timing.paired_ratio(num, den)
+  np.testing.assert_allclose((r["median"], r["min"], r["max"]), want,
+                             rtol=1e-12)
+
+
+@pytest.mark.parametrize("num, den", [([], []), ([1.0, 2.0], [1.0])])
+def test_paired_ratio_rejects_mismatched_rounds(num, den):
+  from experiments import timing
+  with pytest.raises(ValueError, match="same length"):
+    timing.paired_ratio(num, den)
+
+
+def test_loop_benchmark_times_both_forms_in_alternation():
+  from experiments import benchmark_loop
+  r = benchmark_loop.measure_pair(2, batch_size=4, repeats=3)
+  for loop in ("unroll", "fori"):
+    assert r[loop]["median_s"] > 0 and r[loop]["compile_s"] > 0
+  ratio = r["fori_over_unroll"]
+  assert ratio["min"] <= ratio["median"] <= ratio["max"]
 
 
 @pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])
@@ -116,6 +157,10 @@ def test_attack_throughput_rows_and_deterministic_agreement():
   # Untrained weights, 3 steps: float rounding may flip a verdict at most.
   for r in with_start:
     assert r["verdicts_differing_from_jaxadv_no_random_start"] <= 1
+  for b in res["bar"]:  # one round: the paired speedup is that round's
+    assert b["speedup_range"] == [b["speedup"], b["speedup"]]
+    np.testing.assert_allclose(b["speedup"], b["ratio_of_medians"],
+                               rtol=1e-9)
   assert "Without the random start" in benchmark.to_markdown(
       {"machine": benchmark.machine(), "config": {"batch_size": 1,
                                                   "repeats": 1},

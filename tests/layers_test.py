@@ -241,6 +241,8 @@ def _compiled_convs(impl: str) -> list[list[str]]:
   return counts
 
 
+# About 25 s of compiles: slow, run by .ci/run after the default suite.
+@pytest.mark.slow
 def test_rolled_loops_compile_canonical_convs():
   """Why layers.Conv exists: canonical convs inside rolled loop bodies.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -105,6 +106,8 @@ def _norm(d, norm):
 
 # Examples are cheap once an (attack, norm, shape) has run: the cost is the
 # first eager call of each, so this test draws more of them.
+# About 23 s: slow, run by .ci/run after the default suite.
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=40)
 @given(config=st.sampled_from(CONFIGS), shape=st.sampled_from(SHAPES),
        eps=st.floats(0.0, 1.0), step_frac=st.floats(0.0, 2.0),
