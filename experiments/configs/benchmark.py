@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # On CPU the default loop form follows the body (`attacks.default_loop`):
   # the fast-AT net's free-AT replays have no non-canonical conv
   # (im2col_grad) and run rolled; its unrolled rows show the other form
-  # (m = 8: 1.09-1.36x natural unrolled, 0.91-0.96 rolled in three
+  # (m = 8: 1.09-1.42x natural unrolled, 0.91-0.98 rolled in four
   # benchmark runs). The Madry CNN's lax-conv gradients run unrolled
   # (rolled m = 8: 9.2 s vs 1.0 s), so no rolled rows there.
   c.extra_modes = ml_collections.ConfigDict(dict(

@@ -14,8 +14,8 @@ convolutions in the body (`jaxpr`, `jaxadv.models.layers`):
   rolled: the fast-AT net with its CPU default convs (`im2col_grad`, whose
   derivatives are patches, dots and canonical convs), an MLP. Measured on 2
   cores (`experiments/benchmark.py`, `experiments/benchmark_loop.py`): free
-  AT m = 8 on the fast-AT net 0.91-0.96x a natural step per update rolled
-  against 1.09-1.36x unrolled in three benchmark runs (XLA's fusion
+  AT m = 8 on the fast-AT net 0.91-0.98x a natural step per update rolled
+  against 1.09-1.42x unrolled in four benchmark runs (XLA's fusion
   duplicates the unrolled replays' space-to-depth copies), PGD-50 at batch
   500 533-565 img/s rolled against 511-571 unrolled, PGD-40 at batch 100
   135 ms either way, and rolled loops compile up to 4x faster.
