@@ -5,8 +5,7 @@ r"""Measures the attack-step loop form: unrolled vs `lax.fori_loop`.
 Prints, for PGD-K on the fast-AT MNIST net, the median time per attack call
 (after warm-up; the two forms timed in alternation, their ratio the median of
 the per-round ratios) and the compile time of each form on the running
-backend, and
-the form `jaxadv.attacks.default_loop()` picks there.
+backend, and the form `jaxadv.attacks.default_loop()` picks there.
 """
 
 from __future__ import annotations
@@ -49,13 +48,6 @@ def _compiled_attack(steps: int, loop: str, batch_size: int):
   return (lambda: compiled(*args)), compile_s
 
 
-def measure(steps: int, loop: str, batch_size: int, repeats: int) -> dict:
-  """Median seconds and compile seconds of PGD-`steps` in one loop form."""
-  call, compile_s = _compiled_attack(steps, loop, batch_size)
-  return {"median_s": timing.median_seconds(call, repeats),
-          "compile_s": compile_s}
-
-
 def measure_pair(steps: int, batch_size: int, repeats: int) -> dict:
   """Both loop forms of PGD-`steps`, timed in alternation.
 
@@ -66,8 +58,8 @@ def measure_pair(steps: int, batch_size: int, repeats: int) -> dict:
   """
   calls, out = {}, {}
   for loop in ("unroll", "fori"):
-    calls[loop], out[loop] = _compiled_attack(steps, loop, batch_size)
-    out[loop] = {"compile_s": out[loop]}
+    calls[loop], compile_s = _compiled_attack(steps, loop, batch_size)
+    out[loop] = {"compile_s": compile_s}
   times = timing.interleaved_times(calls, repeats)
   for loop, t in times.items():
     out[loop]["median_s"] = float(np.median(t))
