@@ -440,11 +440,11 @@ def to_markdown(res: dict) -> str:
                  f"{r['fwd_bwd_passes']} | {r['final_acc']:.3f} |")
   if res.get("attack"):
     a = res["attack"]
+    rounds = len(a["rows"][0]["round_s"])
     out += ["", f"**PGD-{a['steps']} throughput** (eps {a['eps']}, step "
             f"{a['step_size']}, batch {a['batch_size']}, {a['num_examples']} "
-            f"test images, same weights, median of "
-            f"{len(a['rows'][0]['round_s'])} interleaved rounds; port max "
-            f"logit error "
+            f"test images, same weights, median of {rounds} interleaved "
+            f"rounds; port max logit error "
             f"{a['port_max_logit_err']})", "",
             "| attack | images / s | robust acc | time vs jaxadv 1-device |"
             " compile s |", "|---|---|---|---|---|"]
@@ -454,7 +454,6 @@ def to_markdown(res: dict) -> str:
                  f"{r['robust_acc']:.4f} | {r['time_vs_jaxadv_1dev']:.2f} | "
                  f"{comp} |")
     out += [f"| cleverhans 4.0.0 (JAX) | {a['cleverhans']} | - | - | - |", ""]
-    rounds = len(a["rows"][0]["round_s"])
     out += [f"Bar, jaxadv >= 2x each peer (the speedup within each of the "
             f"{rounds} rounds, peer time over jaxadv's: its median, its "
             "range, and the ratio of the two medians):", ""]
@@ -523,14 +522,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       r["epoch_equiv_s"] = r["per_update_s"] * nb
       # Paired: per round, this mode's time per update over the natural
       # step's in the same round; the median of those (and their range).
-      ratio = (timing.paired_ratio(
-          np.asarray(r["round_s"]) / r["updates_per_call"], nat["round_s"])
-               if nat else {"median": float("nan"), "min": float("nan"),
-                            "max": float("nan")})
+      if nat:
+        ratio = timing.paired_ratio(
+            np.asarray(r["round_s"]) / r["updates_per_call"], nat["round_s"])
+        r["ratio_of_medians"] = r["per_update_s"] / nat["per_update_s"]
+      else:
+        ratio = dict.fromkeys(("median", "min", "max"), float("nan"))
+        r["ratio_of_medians"] = float("nan")
       r["ratio_to_natural"] = ratio["median"]
       r["ratio_to_natural_range"] = [ratio["min"], ratio["max"]]
-      r["ratio_of_medians"] = (r["per_update_s"] / nat["per_update_s"]
-                               if nat else float("nan"))
       limit = {"free": 1.05, "pgd": k + 1}.get(name)
       r["bar"] = ("-" if limit is None else
                   f"<= {limit:g}: {'met' if r['ratio_to_natural'] <= limit else 'MISSED'}")
