@@ -16,9 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
-from jaxadv.attacks import _common
+from jaxadv.attacks import core
 
 
 def sign_gradient(loss_fn: losses.LossFn, x: jax.Array,
@@ -36,8 +36,8 @@ def sign_gradient(loss_fn: losses.LossFn, x: jax.Array,
   Raises:
     ValueError, TypeError: bad `x` or `y`.
   """
-  _common.validate(x, y, eps=0.0)
-  _, g = _common.input_grad(loss_fn, x, y, jnp.zeros_like(x), False)
+  core.validate(x, y, eps=0.0)
+  _, g = core.input_grad(loss_fn, x, y, jnp.zeros_like(x), False)
   return jnp.sign(g)
 
 
@@ -83,7 +83,7 @@ def logit_scan(logits_fn: losses.LogitsFn, x: jax.Array, direction: jax.Array,
     ValueError, TypeError: bad `x`, `direction` of another shape, or `ts`
       not a non-empty vector.
   """
-  _checks.check_images(x, "x")
+  validation.check_images(x, "x")
   _check_directions(x, "direction", direction)
   _check_offsets(ts, "ts")
   ts = jnp.asarray(ts, jnp.float32)
@@ -121,7 +121,7 @@ def cross_section(logits_fn: losses.LogitsFn, x: jax.Array, d1: jax.Array,
     ValueError, TypeError: bad `x`, directions of another shape, or offsets
       not non-empty vectors.
   """
-  _checks.check_images(x, "x")
+  validation.check_images(x, "x")
   _check_directions(x, "d1", d1)
   _check_directions(x, "d2", d2)
   _check_offsets(a, "a")

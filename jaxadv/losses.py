@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxadv import _checks
+from jaxadv import validation
 
-LogitsFn = Callable[[jax.Array], jax.Array]
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+from jaxadv.types import LogitsFn
+from jaxadv.types import LossFn
 LogitsLoss = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -34,7 +34,7 @@ def cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
     ValueError, TypeError: logits not [B, C] floats, or y not int [B] in
       [0, C) (the range only for concrete y).
   """
-  _checks.check_logits(logits, y)
+  validation.check_logits(logits, y)
   return optax.softmax_cross_entropy_with_integer_labels(logits, y)
 
 
@@ -74,7 +74,7 @@ def cw_margin(logits: jax.Array, y: jax.Array) -> jax.Array:
   Raises:
     ValueError, TypeError: as `cross_entropy`.
   """
-  _checks.check_logits(logits, y)
+  validation.check_logits(logits, y)
   num_classes = logits.shape[-1]
   onehot = jax.nn.one_hot(y, num_classes, dtype=logits.dtype)
   z_y = jnp.sum(logits * onehot, axis=-1)
@@ -175,7 +175,7 @@ def make_loss_fn(logits_fn: LogitsFn,
 
   def loss_fn(x: jax.Array, y: jax.Array) -> jax.Array:
     logits = logits_fn(x)
-    _checks.check_labels(y, logits.shape[0], "y", num_classes=logits.shape[-1])
+    validation.check_labels(y, logits.shape[0], "y", num_classes=logits.shape[-1])
     return per_example(logits, y)
 
   return loss_fn

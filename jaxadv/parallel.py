@@ -32,13 +32,14 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from jaxadv import _checks
+from jaxadv import validation
 
 DATA_AXIS = "data"
 
@@ -65,7 +66,7 @@ def make_mesh(num_devices: Optional[int] = None, *,
   devices = list(jax.devices() if devices is None else devices)
   if num_devices in (None, 0):
     num_devices = len(devices)
-  _checks.check_count(num_devices, "num_devices", 1)
+  validation.check_count(num_devices, "num_devices", 1)
   if num_devices > len(devices):
     raise ValueError(f"`num_devices` is {num_devices} but only "
                      f"{len(devices)} device(s) are available: {devices}.")
@@ -141,25 +142,6 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     check_batch_size(np.shape(a)[0], mesh, "batch")
     return _put(a, sharding)
   return jax.tree.map(put, batch)
-
-
-def shard_process_local_batch(batch: Any, mesh: Mesh) -> Any:
-  """Builds the global batch from the slice each process holds.
-
-  For input pipelines where each host loads only its own part: process p
-  passes rows [p * B / P, (p + 1) * B / P) of the global batch of B.
-
-  Args:
-    batch: a pytree of this process's arrays [B / process_count, ...].
-    mesh: from `make_mesh`.
-
-  Returns:
-    A pytree of global `jax.Array`s [B, ...] sharded `P("data")`.
-  """
-  sharding = batch_sharding(mesh)
-  return jax.tree.map(
-      lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
-      batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -303,3 +285,55 @@ def describe(mesh: Mesh) -> str:
     mine = [d for d in devices if d.process_index == p]
     lines.append(f"  process {p}: {[str(d) for d in mine]}")
   return "\n".join(lines)
+
+
+def placement(variables: Any, batch_size: int,
+              mesh: Optional[Mesh] = None
+              ) -> tuple[Any, Callable[[np.ndarray], jax.Array]]:
+  """Spreads each batch over `mesh`, by default all local devices.
+
+  Every example is attacked independently, so XLA partitions the whole
+  attack along the batch with no communication; `variables` are replicated.
+  Without a mesh, a batch size that the local devices do not divide runs
+  on one device.
+
+  Args:
+    variables: the model's variables (any pytree of arrays).
+    batch_size: the fixed batch size that will be placed.
+    mesh: a `'data'` mesh (`make_mesh`); None = all local devices.
+
+  Returns:
+    `(variables replicated, put)` where `put(a)` places one batch array
+    `[batch_size, ...]`, sharded along its first axis.
+
+  Raises:
+    ValueError: `batch_size` not divisible by the size of a given `mesh`.
+  """
+  if mesh is None:
+    devices = jax.local_devices()
+    if len(devices) == 1 or batch_size % len(devices):
+      return replicate(variables, make_mesh(
+          1, devices=devices)), jnp.asarray
+    mesh = make_mesh(devices=devices)
+  check_batch_size(batch_size, mesh)
+  return (replicate(variables, mesh),
+          lambda a: shard_batch(a, mesh))
+
+
+def padded_batches(idx: np.ndarray, batch_size: int):
+  """Splits `idx` into fixed-size batches, padding the last one.
+
+  Args:
+    idx: int [N] indices (N >= 1).
+    batch_size: the size of every yielded batch.
+
+  Yields:
+    `(chunk int [batch_size], n)`: the next indices, the last chunk padded
+    by repeating its first index, and `n` the number of real entries.
+  """
+  for start in range(0, len(idx), batch_size):
+    chunk = idx[start:start + batch_size]
+    n = len(chunk)
+    if n < batch_size:
+      chunk = np.concatenate([chunk, np.full(batch_size - n, chunk[0])])
+    yield chunk, n

@@ -25,13 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import training
 from jaxadv.evaluation import robust
 
-ApplyFn = Callable[..., jax.Array]
+from jaxadv.types import ApplyFn
 CRAFT_ATTACKS = ("fgsm", "bim", "pgd")
 
 
@@ -75,9 +75,9 @@ def _normalised_weights(weights, m: int) -> tuple[float, ...]:
 @functools.partial(
     jax.jit,
     static_argnames=("apply_fns", "weights", "attack", "steps", "targeted",
-                     "loss", "loop"))
+                     "loss", "unroll"))
 def _craft_batch(apply_fns, variables, x, y, key, eps, step_size, *,
-                 weights, attack, steps, targeted, loss, loop):
+                 weights, attack, steps, targeted, loss, unroll):
   fns = [functools.partial(lambda v, a, z: a(v, z, train=False), v, a)
          for v, a in zip(variables, apply_fns)]
   loss_fn = losses.make_loss_fn(ensemble_logits_fn(fns, weights), loss)
@@ -85,7 +85,7 @@ def _craft_batch(apply_fns, variables, x, y, key, eps, step_size, *,
     return attacks.fgsm(loss_fn, x, y, eps=eps, targeted=targeted)
   return attacks.pgd(loss_fn, x, y, key, eps=eps, step_size=step_size,
                      steps=steps, random_start=attack == "pgd",
-                     targeted=targeted, loop=loop)
+                     targeted=targeted, unroll=unroll)
 
 
 def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
@@ -93,7 +93,7 @@ def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
           attack: str = "pgd", eps: float, step_size: float = 0.0,
           steps: int = 0, targeted: bool = False, loss: str = "ce",
           weights: Optional[Sequence[float]] = None, batch_size: int = 500,
-          loop: Optional[str] = None) -> np.ndarray:
+          unroll: Optional[bool] = None) -> np.ndarray:
   """L-inf adversarial examples against one model or an ensemble's logits.
 
   With one model this is FGSM (Goodfellow, Shlens & Szegedy, 2015), BIM or
@@ -116,7 +116,8 @@ def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
     loss: "ce" or "cw", applied to the (averaged) logits.
     weights: ensemble weights (None = uniform).
     batch_size: fixed attack batch (the last batch is padded).
-    loop: attack loop form (None = backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     x_adv: float32 [N, ...], `||x_adv - x||_inf <= eps`, pixels in [0, 1].
@@ -129,9 +130,9 @@ def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
     raise ValueError(f"`apply_fns` and `variables` must be non-empty and of "
                      f"the same length; got {len(apply_fns)} and "
                      f"{len(variables)}.")
-  _checks.check_choice(attack, "attack", CRAFT_ATTACKS)
-  attacks._common.validate(x, y, eps=eps, step_size=step_size, steps=steps)
-  _checks.check_count(batch_size, "batch_size", 1)
+  validation.check_choice(attack, "attack", CRAFT_ATTACKS)
+  attacks.core.validate(x, y, eps=eps, step_size=step_size, steps=steps)
+  validation.check_count(batch_size, "batch_size", 1)
   w = _normalised_weights(weights, len(apply_fns))
   y = np.asarray(y, np.int32)
   out = np.empty_like(np.asarray(x, np.float32))
@@ -141,7 +142,7 @@ def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
     x_adv = _craft_batch(tuple(apply_fns), tuple(variables), x[chunk],
                          y[chunk], jax.random.fold_in(key, i), eps_a, step_a,
                          weights=w, attack=attack, steps=steps,
-                         targeted=targeted, loss=loss, loop=loop)
+                         targeted=targeted, loss=loss, unroll=unroll)
     out[chunk[:n]] = np.asarray(x_adv)[:n]
   return out
 
@@ -244,8 +245,8 @@ def fit_substitute(model: Any, key: jax.Array, x: np.ndarray,
   Raises:
     ValueError, TypeError: bad `x` or labels, or fewer examples than a batch.
   """
-  _checks.check_images(x, "x")
-  _checks.check_labels(source_labels, len(x), "source_labels")
+  validation.check_images(x, "x")
+  validation.check_labels(source_labels, len(x), "source_labels")
   num_batches = max(1, int(round(epochs * len(x) / batch_size)))
   state = training.create_train_state(model, key, (1,) + tuple(x.shape[1:]),
                                       optax.adam(learning_rate))

@@ -27,12 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
-from jaxadv.attacks import _common
-from jaxadv.attacks import _loop
-from jaxadv.attacks import _projections
-from jaxadv.losses import LossFn
+from jaxadv.attacks import core
+from jaxadv import loops
+from jaxadv import projections
+from jaxadv.types import LossFn
 
 # (x [B, ...], y [B]) -> (per-example loss [B], fooled bool [B])
 _ValueFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -54,7 +54,7 @@ def checkpoints(steps: int) -> list[int]:
   Raises:
     TypeError, ValueError: `steps` not an int >= 0.
   """
-  _checks.check_count(steps, "steps", 0)
+  validation.check_count(steps, "steps", 0)
   p = [0.0, 0.22]
   while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
     p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
@@ -87,7 +87,7 @@ def _value_and_grad(value_fn: _ValueFn, x, y, delta, sign: float):
 
 def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
               targeted: bool, rho: float, momentum: float,
-              loop: Optional[str]):
+              unroll: Optional[bool]):
   """One APGD run; returns (delta, objective, fooled) per example.
 
   `delta` is the last fooling iterate where one was found, else the
@@ -95,8 +95,8 @@ def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
   """
   sign = -1.0 if targeted else 1.0
   b = x.shape[0]
-  ex = lambda v: _projections._per_example(v, x.ndim)
-  delta0 = _common.start(key, x, eps, norm, True)
+  ex = lambda v: projections.per_example(v, x.ndim)
+  delta0 = core.start(key, x, eps, norm, True)
   obj0, fooled0, g0 = _value_and_grad(value_fn, x, y, delta0, sign)
   step0 = jnp.broadcast_to(2.0 * jnp.asarray(eps, x.dtype), (b,))
   is_ckpt, period = (jnp.asarray(a) for a in _schedule(steps))
@@ -107,10 +107,10 @@ def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
 
   def body(i, s):
     a = jnp.where(i == 0, 1.0, momentum).astype(x.dtype)
-    z = _common.ascend(x, s["delta"], s["grad"], eps=eps,
+    z = core.ascend(x, s["delta"], s["grad"], eps=eps,
                        step_size=s["step_size"], norm=norm)
     d = s["delta"] + a * (z - s["delta"]) + (1 - a) * (s["delta"] - s["prev"])
-    d = _projections.clip_box(x, _projections.project(d, eps, norm))
+    d = projections.clip_box(x, projections.project(d, eps, norm))
     obj, fooled, g = _value_and_grad(value_fn, x, y, d, sign)
     improved = obj > s["best_obj"]
     best = jnp.where(ex(improved), d, s["best"])
@@ -132,13 +132,13 @@ def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
         best_obj_ckpt=jnp.where(ckpt, best_obj, s["best_obj_ckpt"]),
         reduced_ckpt=jnp.where(ckpt, reduce, s["reduced_ckpt"]))
 
-  s = _loop.run_loop(steps, body, init, loop)
+  s = loops.run_loop(steps, body, init, unroll=unroll)
   delta = jnp.where(ex(s["fooled"]), s["adv"], s["best"])
   return delta, s["best_obj"], s["fooled"]
 
 
 def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
-          targeted, rho, momentum, loop) -> jax.Array:
+          targeted, rho, momentum, unroll) -> jax.Array:
   """APGD with restarts: per example, a fooling run wins, else the best loss."""
   if not 0.0 < rho <= 1.0:
     raise ValueError(f"`rho` must lie in (0, 1]; got {rho}.")
@@ -146,25 +146,19 @@ def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
     raise ValueError(f"`momentum` must lie in [0, 1]; got {momentum}.")
   run = lambda k: _apgd_run(value_fn, x, y, k, eps=eps, steps=steps,
                             norm=norm, targeted=targeted, rho=rho,
-                            momentum=momentum, loop=loop)
-  best = run(jax.random.fold_in(key, 0))
+                            momentum=momentum, unroll=unroll)
+  def better(new, best):  # a fooling run wins, else the higher objective
+    (_, o1, f1), (_, o0, f0) = new, best
+    return (f1 & ~f0) | ((f1 == f0) & (o1 > o0))
 
-  def restart(r, carry):
-    d0, o0, f0 = carry
-    d1, o1, f1 = run(jax.random.fold_in(key, r))
-    better = (f1 & ~f0) | ((f1 == f0) & (o1 > o0))
-    mask = better.reshape((-1,) + (1,) * (x.ndim - 1))
-    return (jnp.where(mask, d1, d0), jnp.where(better, o1, o0), f0 | f1)
-
-  if restarts > 1:
-    best = jax.lax.fori_loop(1, restarts, restart, best)
-  return x + best[0]
+  best_delta, _, _ = core.best_of_restarts(run, key, restarts, better)
+  return x + best_delta
 
 
 def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
          eps, steps: int, norm: str = "linf", restarts: int = 1,
          targeted: bool = False, rho: float = 0.75, momentum: float = 0.75,
-         loop: Optional[str] = None) -> jax.Array:
+         unroll: Optional[bool] = None) -> jax.Array:
   """Auto-PGD on a per-example loss (Croce & Hein, ICML 2020).
 
   The interface of `jaxadv.attacks.pgd` without `step_size`: APGD sets its
@@ -186,7 +180,8 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     targeted: minimise the loss of the target `y` instead.
     rho: condition-1 threshold on the fraction of loss-raising steps.
     momentum: the paper's alpha (0.75).
-    loop: "unroll", "fori" or None (backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     x_adv, same shape and dtype as `x`, `||x_adv - x||_norm <= eps` per
@@ -197,18 +192,18 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
       eps/steps, restarts < 1, unknown norm, rho outside (0, 1] or momentum
       outside [0, 1].
   """
-  _common.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
+  core.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
   value_fn = lambda v, t: (loss_fn(v, t), jnp.zeros(v.shape[0], bool))
   return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
                restarts=restarts, targeted=targeted, rho=rho,
-               momentum=momentum, loop=loop)
+               momentum=momentum, unroll=unroll)
 
 
 def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
                 key: jax.Array, *, eps, steps: int, loss: str = "ce",
                 target: Optional[jax.Array] = None, norm: str = "linf",
                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                loop: Optional[str] = None) -> jax.Array:
+                unroll: Optional[bool] = None) -> jax.Array:
   """APGD-CE / APGD-DLR / APGD-T on a model, as in AutoAttack.
 
   Like `apgd`, but the model's logits also tell which iterates are
@@ -227,7 +222,7 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     target: int [B] target classes; required exactly for "dlr_targeted".
     norm: "linf" or "l2".
     restarts: static number of runs (>= 1).
-    rho, momentum, loop: as `apgd`.
+    rho, momentum, unroll: as `apgd`.
 
   Returns:
     x_adv in the eps-ball around `x` and in [0, 1], same shape and dtype.
@@ -236,14 +231,14 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     ValueError, TypeError: bad inputs (as `apgd`), an unknown `loss`, or
       `target` missing for / given without "dlr_targeted".
   """
-  _common.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
-  _checks.check_choice(loss, "loss", LOGITS_LOSSES)
+  core.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
+  validation.check_choice(loss, "loss", LOGITS_LOSSES)
   if (loss == "dlr_targeted") != (target is not None):
     raise ValueError("`target` must be given exactly when "
                      f"loss='dlr_targeted'; got loss={loss!r} and target "
                      f"{'set' if target is not None else 'None'}.")
   if target is not None:
-    _checks.check_labels(target, x.shape[0], "target")
+    validation.check_labels(target, x.shape[0], "target")
 
   def value_fn(v, labels):
     logits = logits_fn(v)
@@ -255,4 +250,4 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
 
   return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
                restarts=restarts, targeted=False, rho=rho, momentum=momentum,
-               loop=loop)
+               unroll=unroll)

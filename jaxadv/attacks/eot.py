@@ -14,13 +14,13 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
-from jaxadv.attacks import _common
-from jaxadv.attacks import _loop
+from jaxadv import validation
+from jaxadv.attacks import core
+from jaxadv import loops
 
 # (x [B, ...], y [B], key) -> per-example loss [B]; `key` drives the
 # randomness of the defence (e.g. Mixup Inference's partners).
-KeyedLossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+from jaxadv.types import KeyedLossFn
 
 
 def _expected_loss_grad(loss_fn: KeyedLossFn, x, y, delta, key, eot_samples,
@@ -39,7 +39,7 @@ def _expected_loss_grad(loss_fn: KeyedLossFn, x, y, delta, key, eot_samples,
 def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
             *, eps, step_size, steps: int, eot_samples: int = 1,
             norm: str = "linf", random_start: bool = True,
-            targeted: bool = False, loop: Optional[str] = None) -> jax.Array:
+            targeted: bool = False, unroll: Optional[bool] = None) -> jax.Array:
   """PGD whose every step averages gradients over the defence's randomness.
 
   Step t uses `eot_samples` fresh keys split from `fold_in(key, t + 1)` (the
@@ -59,7 +59,8 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
     norm: "linf" or "l2".
     random_start: start uniformly in the eps-ball.
     targeted: descend the target's loss.
-    loop: "unroll", "fori" or None (backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     x_adv, same shape as `x`, in the eps-ball around `x` and in [0, 1].
@@ -68,14 +69,14 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
     ValueError, TypeError: bad inputs (as `jaxadv.attacks.pgd`) or
       `eot_samples < 1`.
   """
-  _common.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
-  _checks.check_count(eot_samples, "eot_samples", 1)
-  delta = _common.start(jax.random.fold_in(key, 0), x, eps, norm,
+  core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
+  validation.check_count(eot_samples, "eot_samples", 1)
+  delta = core.start(jax.random.fold_in(key, 0), x, eps, norm,
                         random_start)
 
   def body(t, d):
     g = _expected_loss_grad(loss_fn, x, y, d, jax.random.fold_in(key, t + 1),
                             eot_samples, targeted)
-    return _common.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
+    return core.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
 
-  return x + _loop.run_loop(steps, body, delta, loop)
+  return x + loops.run_loop(steps, body, delta, unroll=unroll)

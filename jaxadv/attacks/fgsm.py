@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import _common
-from jaxadv.attacks import _projections
-from jaxadv.losses import LossFn
+from jaxadv.attacks import core
+from jaxadv import projections
+from jaxadv.types import LossFn
 
 
 def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
@@ -32,10 +32,10 @@ def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
     example and pixels in [0, 1].
 
   Raises:
-    ValueError, TypeError: bad `x`, `y`, `eps` or `norm` (see `_checks`).
+    ValueError, TypeError: bad `x`, `y`, `eps` or `norm` (see `jaxadv.validation`).
   """
-  _common.validate(x, y, eps=eps, norm=norm)
-  delta = _common.step(loss_fn, x, y, jnp.zeros_like(x), eps=eps,
+  core.validate(x, y, eps=eps, norm=norm)
+  delta = core.step(loss_fn, x, y, jnp.zeros_like(x), eps=eps,
                        step_size=eps, norm=norm, targeted=targeted)
   return x + delta
 
@@ -85,11 +85,11 @@ def fgsm_rs(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   Raises:
     ValueError, TypeError: bad inputs.
   """
-  _common.validate(x, y, eps=eps, step_size=step_size, norm=norm)
+  core.validate(x, y, eps=eps, step_size=step_size, norm=norm)
   if step_size is None:
     step_size = 1.25 * jnp.asarray(eps)
-  delta = _projections.random_init(key, x, eps, norm)
-  delta = _projections.clip_box(x, delta)
-  delta = _common.step(loss_fn, x, y, delta, eps=eps, step_size=step_size,
+  delta = projections.random_init(key, x, eps, norm)
+  delta = projections.clip_box(x, delta)
+  delta = core.step(loss_fn, x, y, delta, eps=eps, step_size=step_size,
                        norm=norm, targeted=targeted)
   return x + delta

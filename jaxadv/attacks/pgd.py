@@ -7,28 +7,28 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from jaxadv.attacks import _common
-from jaxadv.attacks import _loop
-from jaxadv.losses import LossFn
+from jaxadv.attacks import core
+from jaxadv import loops
+from jaxadv.types import LossFn
 
 
 def _pgd_run(loss_fn, x, y, key, *, eps, step_size, steps, norm, random_start,
-             targeted, loop):
+             targeted, unroll):
   """One PGD run from one start; returns (delta, final per-example loss)."""
-  delta = _common.start(key, x, eps, norm, random_start)
+  delta = core.start(key, x, eps, norm, random_start)
 
   def body(_, d):
-    return _common.step(loss_fn, x, y, d, eps=eps, step_size=step_size,
+    return core.step(loss_fn, x, y, d, eps=eps, step_size=step_size,
                         norm=norm, targeted=targeted)
 
-  delta = _loop.run_loop(steps, body, delta, loop)
+  delta = loops.run_loop(steps, body, delta, unroll=unroll)
   return delta, loss_fn(x + delta, y)
 
 
 def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
         eps, step_size, steps: int, norm: str = "linf", restarts: int = 1,
         random_start: bool = True, targeted: bool = False,
-        loop: Optional[str] = None) -> jax.Array:
+        unroll: Optional[bool] = None) -> jax.Array:
   """Projected gradient descent (Madry, Makelov, Schmidt, Tsipras & Vladu, 2018).
 
   `steps` projected steepest-ascent steps of size `step_size` (L-inf: signed
@@ -51,7 +51,8 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     restarts: static number of random restarts (>= 1).
     random_start: start from U(eps-ball) (PGD) or from `x` (BIM).
     targeted: descend the loss of the target `y` instead of ascending.
-    loop: "unroll", "fori" or None for the backend default
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
       (`jaxadv.attacks.default_loop`).
 
   Returns:
@@ -62,14 +63,16 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     ValueError, TypeError: bad shapes, dtypes, pixel range, labels, negative
       eps/step_size/steps, restarts < 1 or unknown norm.
   """
-  _common.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
+  core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
                    restarts=restarts)
   run = lambda k: _pgd_run(loss_fn, x, y, k, eps=eps, step_size=step_size,
                            steps=steps, norm=norm, random_start=random_start,
-                           targeted=targeted, loop=loop)
-  best_delta, best_loss = run(jax.random.fold_in(key, 0))
-  if restarts == 1:
-    return x + best_delta
+                           targeted=targeted, unroll=unroll)
+  def better(new, best):
+    return new[1] < best[1] if targeted else new[1] > best[1]
+
+  best_delta, _ = core.best_of_restarts(run, key, restarts, better)
+  return x + best_delta
 
   def restart(r, carry):
     best_delta, best_loss = carry
@@ -88,7 +91,7 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
 
 def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
         steps: int, norm: str = "linf", targeted: bool = False,
-        loop: Optional[str] = None) -> jax.Array:
+        unroll: Optional[bool] = None) -> jax.Array:
   """Basic iterative method / I-FGSM (Kurakin, Goodfellow & Bengio, 2017).
 
   PGD without the random start: `steps` steps of size `step_size` from `x`,
@@ -102,7 +105,8 @@ def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
     steps: static step count.
     norm: "linf" or "l2".
     targeted: descend the target's loss.
-    loop: loop form, see `pgd`.
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     x_adv in the eps-ball and in [0, 1].
@@ -112,4 +116,4 @@ def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
   """
   return pgd(loss_fn, x, y, jax.random.key(0), eps=eps, step_size=step_size,
              steps=steps, norm=norm, restarts=1, random_start=False,
-             targeted=targeted, loop=loop)
+             targeted=targeted, unroll=unroll)

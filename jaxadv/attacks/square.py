@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
-from jaxadv.attacks import _common
-from jaxadv.attacks import _loop
-from jaxadv.attacks import _projections
+from jaxadv.attacks import core
+from jaxadv import loops
+from jaxadv import projections
 
 # Upper ends (per 10,000 queries) of the intervals where p = p_init / 2^k.
 _P_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -66,7 +66,7 @@ def _margin(logits_fn, x, y) -> jax.Array:
 
 def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
            key: jax.Array, *, eps, queries: int, p_init: float = 0.8,
-           loop: Optional[str] = "fori") -> jax.Array:
+           unroll: Optional[bool] = False) -> jax.Array:
   """Square Attack, L-inf (Andriushchenko et al., ECCV 2020).
 
   Score-based: only forward passes of `logits_fn`, never a gradient. All
@@ -82,7 +82,7 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     queries: static number of forward passes per example (>= 1, the first
       is the stripe start); 5000 in AutoAttack.
     p_init: static initial square fraction in (0, 1] (0.8 in AutoAttack).
-    loop: "fori" (default: queries are many) or "unroll".
+    unroll: False (default: queries are many, one rolled loop) or True.
 
   Returns:
     x_adv, same shape and dtype as `x`, `||x_adv - x||_inf <= eps`, in
@@ -92,18 +92,18 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     ValueError, TypeError: bad images (rank != 4, dtype, range), labels,
       eps < 0, queries < 1 or p_init outside (0, 1].
   """
-  _checks.check_image_batch_static(x, "x", rank=4)
-  _common.validate(x, y, eps=eps, norm="linf")
-  _checks.check_count(queries, "queries", 1)
+  validation.check_image_batch_static(x, "x", rank=4)
+  core.validate(x, y, eps=eps, norm="linf")
+  validation.check_count(queries, "queries", 1)
   if not 0.0 < p_init <= 1.0:
     raise ValueError(f"`p_init` must lie in (0, 1]; got {p_init}.")
   b, h, w, c = x.shape
-  e = _projections._per_example(jnp.asarray(eps, x.dtype), x.ndim)
+  e = projections.per_example(jnp.asarray(eps, x.dtype), x.ndim)
   iterations = queries - 1
   sizes = jnp.asarray(_sizes(iterations, h, w, p_init))
   stripes = jax.random.rademacher(jax.random.fold_in(key, 0), (b, 1, w, c),
                                   x.dtype)
-  delta0 = _projections.clip_box(x, jnp.broadcast_to(e * stripes, x.shape))
+  delta0 = projections.clip_box(x, jnp.broadcast_to(e * stripes, x.shape))
   rows = jnp.arange(h)[None, :, None, None]
   cols = jnp.arange(w)[None, None, :, None]
 
@@ -118,7 +118,7 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     signs = jax.random.rademacher(ks, (b, 1, 1, c), x.dtype)
 
     def propose(sg):
-      return jnp.where(window, _projections.clip_box(x, e * sg), delta)
+      return jnp.where(window, projections.clip_box(x, e * sg), delta)
 
     new = propose(signs)
     # A window already at these signs would waste the query: flip them (the
@@ -131,5 +131,5 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
             jnp.where(accept, m, margin))
 
   init = (delta0, _margin(logits_fn, x + delta0, y))
-  delta, _ = _loop.run_loop(iterations, body, init, loop)
+  delta, _ = loops.run_loop(iterations, body, init, unroll=unroll)
   return x + delta

@@ -21,9 +21,9 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
-from jaxadv.attacks import _projections
+from jaxadv import projections
 from jaxadv import attacks
 from jaxadv.defenses import mixup_inference as mi
 
@@ -48,7 +48,7 @@ def probs_loss_fn(defense_fn: DefenseFn, loss: str = "ce"):
   Raises:
     ValueError: unknown `loss`.
   """
-  _checks.check_choice(loss, "loss", LOSSES)
+  validation.check_choice(loss, "loss", LOSSES)
 
   def loss_fn(x, y, key):
     log_probs = jnp.log(defense_fn(x, key) + _TINY)
@@ -63,7 +63,7 @@ def mi_average_perturbation_pgd(
     logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array,
     pool: mi.SamplePool, key: jax.Array, *, lam, eps, step_size, steps: int,
     num_partners: int = 10, partners: str = "ol", norm: str = "linf",
-    targeted: bool = False, loop: Optional[str] = None) -> jax.Array:
+    targeted: bool = False, unroll: Optional[bool] = None) -> jax.Array:
   """The adaptive attack of Pang, Xu & Zhu (ICLR 2020) on Mixup Inference.
 
   Partners `x_s_1..n` are drawn once (from the clean prediction's class for
@@ -85,7 +85,8 @@ def mi_average_perturbation_pgd(
     partners: "pl" or "ol".
     norm: "linf" or "l2".
     targeted: descend the target's loss.
-    loop: PGD loop form.
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     x_adv in the eps-ball around `x` and in [0, 1].
@@ -93,7 +94,7 @@ def mi_average_perturbation_pgd(
   Raises:
     ValueError, TypeError: bad inputs.
   """
-  _checks.check_count(num_partners, "num_partners", 1)
+  validation.check_count(num_partners, "num_partners", 1)
   k_partners, k_pgd = jax.random.split(key)
   y_hat = jnp.argmax(logits_fn(x), -1).astype(jnp.int32)
   x_s = mi.draw_partners(pool, y_hat, k_partners, num_samples=num_partners,
@@ -103,8 +104,8 @@ def mi_average_perturbation_pgd(
     loss_i = losses.make_loss_fn(
         lambda xa: logits_fn(lam * xa + (1.0 - lam) * x_s_i), "ce")
     return attacks.pgd(loss_i, x, y, k, eps=eps, step_size=step_size,
-                    steps=steps, norm=norm, targeted=targeted, loop=loop) - x
+                    steps=steps, norm=norm, targeted=targeted, unroll=unroll) - x
 
   deltas = jax.vmap(one)(x_s, jax.random.split(k_pgd, num_partners))
-  delta = _projections.project(jnp.mean(deltas, axis=0), eps, norm)
-  return x + _projections.clip_box(x, delta)
+  delta = projections.project(jnp.mean(deltas, axis=0), eps, norm)
+  return x + projections.clip_box(x, delta)

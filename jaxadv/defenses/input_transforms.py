@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv.defenses import mixup_inference
 
-LogitsFn = Callable[[jax.Array], jax.Array]
+from jaxadv.types import LogitsFn
 Transform = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -40,7 +40,7 @@ def _check_image(image: jax.Array) -> None:
 
 
 def _check_fraction(min_fraction) -> None:
-  _checks.check_interval(min_fraction, "min_fraction", 0.0, 1.0,
+  validation.check_interval(min_fraction, "min_fraction", 0.0, 1.0,
                          low_open=True, what="a fraction of the image size")
 
 
@@ -59,7 +59,7 @@ def gaussian_noise(image: jax.Array, key: jax.Array, *,
   Raises:
     ValueError: negative or non-finite `sigma`.
   """
-  _checks.check_nonnegative(sigma, "sigma", "pixel units, a standard "
+  validation.check_nonnegative(sigma, "sigma", "pixel units, a standard "
                             "deviation")
   noise = sigma * jax.random.normal(key, image.shape, image.dtype)
   return jnp.clip(image + noise, 0.0, 1.0)
@@ -239,16 +239,16 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
   Raises:
     ValueError, TypeError: bad `x`, unknown `transform`, `num_samples < 1`.
   """
-  _checks.check_images(x, "x")
-  _checks.check_image_batch_static(x, "x", rank=4)
-  _checks.check_count(num_samples, "num_samples", 1)
+  validation.check_images(x, "x")
+  validation.check_image_batch_static(x, "x", rank=4)
+  validation.check_count(num_samples, "num_samples", 1)
   if isinstance(transform, str):
-    _checks.check_choice(transform, "transform", tuple(TRANSFORMS))
+    validation.check_choice(transform, "transform", tuple(TRANSFORMS))
     transform = TRANSFORMS[transform]
   if transform_kwargs:
     transform = functools.partial(transform, **transform_kwargs)
   if chunk_size not in (None, "auto"):
-    _checks.check_count(chunk_size, "chunk_size", 1)
+    validation.check_count(chunk_size, "chunk_size", 1)
 
   def one_sample(k):  # transform and forward fused per draw
     return jax.nn.softmax(logits_fn(_transform_one_sample(transform, x, k)),

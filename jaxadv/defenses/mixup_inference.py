@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import _checks
+from jaxadv import validation
 
-LogitsFn = Callable[[jax.Array], jax.Array]
+from jaxadv.types import LogitsFn
 
 PARTNERS = ("pl", "ol")
 
@@ -89,14 +89,14 @@ def make_pool(x: np.ndarray, y: np.ndarray, *, size: int, key: jax.Array,
       fewer than `size // num_classes` images (including a missing class:
       MI-PL needs partners of every class it may predict).
   """
-  _checks.check_images(x, "x")
+  validation.check_images(x, "x")
   x = np.asarray(x)
   y = np.asarray(y)
   if y.ndim != 1 or y.shape[0] != x.shape[0]:
     raise ValueError(f"`y` must be int [M] with M = {x.shape[0]} (the "
                      f"length of `x`); got shape {y.shape}.")
   num_classes = int(y.max()) + 1 if num_classes is None else int(num_classes)
-  _checks.check_labels(y, x.shape[0], "y", num_classes=num_classes)
+  validation.check_labels(y, x.shape[0], "y", num_classes=num_classes)
   if size < num_classes:
     raise ValueError(f"`size` must be >= num_classes ({num_classes}) for a "
                      f"balanced pool; got {size}.")
@@ -134,7 +134,7 @@ def _check_pool(pool: SamplePool, x: jax.Array, num_classes: int) -> None:
 
 
 def _check_lam(lam, name: str = "lam") -> None:
-  if _checks.is_concrete(lam):
+  if validation.is_concrete(lam):
     lam_np = np.asarray(lam)
     if not np.all(np.isfinite(lam_np)) or np.any(lam_np < 0) or np.any(
         lam_np > 1):
@@ -187,7 +187,7 @@ def _draw_one(pool: SamplePool, y_hat: jax.Array, key: jax.Array,
 
 
 def _check_partners(pool: SamplePool, partners: str) -> None:
-  _checks.check_choice(partners, "partners", PARTNERS)
+  validation.check_choice(partners, "partners", PARTNERS)
   if partners == "ol" and pool.num_classes < 2:
     raise ValueError("MI-OL needs at least 2 classes in `pool`.")
 
@@ -276,11 +276,11 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
     ValueError, TypeError: bad `x`, `lam` outside [0, 1], `num_samples < 1`,
       unknown `partners`, or a pool that does not match `x` or the model.
   """
-  _checks.check_images(x, "x")
-  _checks.check_count(num_samples, "num_samples", 1)
+  validation.check_images(x, "x")
+  validation.check_count(num_samples, "num_samples", 1)
   if chunk_size not in (None, "auto"):
-    _checks.check_count(chunk_size, "chunk_size", 1)
-  _checks.check_choice(partners, "partners", PARTNERS)
+    validation.check_count(chunk_size, "chunk_size", 1)
+  validation.check_choice(partners, "partners", PARTNERS)
   _check_lam(lam)
   logits = logits_fn(x)
   _check_pool(pool, x, logits.shape[-1])

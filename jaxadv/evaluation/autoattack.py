@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxadv import _checks
+from jaxadv import parallel
+from jaxadv import validation
 from jaxadv import attacks
 from jaxadv.evaluation import robust
 
@@ -35,10 +36,10 @@ ENSEMBLE_ATTACKS = tuple(_APGD_LOSSES) + ("square",)
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply_fn", "loss", "steps", "restarts", "norm", "loop"))
+    static_argnames=("apply_fn", "loss", "steps", "restarts", "norm", "unroll"))
 def _apgd_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
                   loss: str, steps: int, restarts: int, norm: str,
-                  loop: Optional[str]) -> jax.Array:
+                  unroll: Optional[bool]) -> jax.Array:
   """Correct under APGD; APGD-T aims at the `target_rank`-th other class."""
   logits_fn = lambda v: apply_fn(variables, v, train=False)
   target = None
@@ -49,7 +50,7 @@ def _apgd_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
     target = jnp.argsort(-others, axis=-1)[:, target_rank]
   x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=steps,
                               loss=loss, target=target, norm=norm,
-                              restarts=restarts, loop=loop)
+                              restarts=restarts, unroll=unroll)
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
@@ -70,7 +71,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                         apgd_steps: int = 100, apgd_restarts: int = 1,
                         num_targets: int = 9, square_queries: int = 5000,
                         square_p_init: float = 0.8, batch_size: int = 500,
-                        loop: Optional[str] = None,
+                        unroll: Optional[bool] = None,
                         progress: bool = False) -> dict:
   """Robust accuracy under the AutoAttack "standard" ensemble.
 
@@ -95,7 +96,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     num_targets: APGD-T target classes (9; capped at C - 1).
     square_queries, square_p_init: Square's budget (5000) and p_init (0.8).
     batch_size: fixed attack batch size (the last batch is padded).
-    loop: APGD loop form (None = backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
     progress: progress bars.
 
   Returns:
@@ -111,23 +113,23 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
       norm "l2", or counts out of range.
   """
   robust._validate(x, y, batch_size)
-  _checks.check_nonnegative(eps, "eps")
-  _checks.check_choice(norm, "norm", ("linf", "l2"))
+  validation.check_nonnegative(eps, "eps")
+  validation.check_choice(norm, "norm", ("linf", "l2"))
   for name in attack_names:
-    _checks.check_choice(name, "attack_names", ENSEMBLE_ATTACKS)
+    validation.check_choice(name, "attack_names", ENSEMBLE_ATTACKS)
   if "square" in attack_names and norm != "linf":
     raise ValueError("the Square attack here is L-inf only; drop 'square' "
                      f"from `attack_names` for norm={norm!r}.")
-  _checks.check_count(apgd_steps, "apgd_steps", 0)
-  _checks.check_count(apgd_restarts, "apgd_restarts", 1)
-  _checks.check_count(num_targets, "num_targets", 1)
-  _checks.check_count(square_queries, "square_queries", 1)
+  validation.check_count(apgd_steps, "apgd_steps", 0)
+  validation.check_count(apgd_restarts, "apgd_restarts", 1)
+  validation.check_count(num_targets, "num_targets", 1)
+  validation.check_count(square_queries, "square_queries", 1)
   y = np.asarray(y, np.int32)
   correct = robust.predict(apply_fn, variables, x, batch_size=batch_size) == y
   fooled_by = np.where(correct, -1, 0)
   out = {"clean_acc": float(correct.mean()), "per_attack": {},
          "attacked": {}, "seconds": {}, "attacks": list(attack_names)}
-  variables, put = robust._placement(variables, batch_size)
+  variables, put = parallel.placement(variables, batch_size)
   eps_a = jnp.float32(eps)
   num_classes = None
   for a, name in enumerate(attack_names):
@@ -139,7 +141,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     else:
       fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
                              steps=apgd_steps, restarts=apgd_restarts,
-                             norm=norm, loop=loop)
+                             norm=norm, unroll=unroll)
       ranks = 1
       if name == "apgd-t":
         if num_classes is None:
@@ -156,7 +158,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
       bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
                  desc=name + (f" target {r + 1}" if ranks > 1 else ""),
                  mininterval=1.0)
-      for i, (chunk, n) in enumerate(robust._padded_batches(idx, batch_size)):
+      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
         ok = np.asarray(fn(apply_fn, variables, put(x[chunk]), put(y[chunk]),
                            jax.random.fold_in(rkey, i), eps_a,
                            jnp.int32(r)))[:n]

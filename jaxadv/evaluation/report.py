@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
-from jaxadv.attacks import _common
+from jaxadv.attacks import core
 from jaxadv.evaluation import autoattack
 from jaxadv.evaluation import robust
 
@@ -47,7 +47,7 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
              y: np.ndarray, key: jax.Array, *, eps: float,
              pgd_steps: int = 50, pgd_step_size: float = 0.01,
              pgd_restarts: int = 10, norm: str = "linf",
-             batch_size: int = 500, loop: Optional[str] = None,
+             batch_size: int = 500, unroll: Optional[bool] = None,
              progress: bool = False,
              mesh: Optional[jax.sharding.Mesh] = None) -> dict:
   """Clean, FGSM and PGD accuracy over a whole test set.
@@ -65,7 +65,8 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     pgd_steps, pgd_step_size, pgd_restarts: the PGD attack.
     norm: "linf" or "l2".
     batch_size: attack batch size.
-    loop: attack loop form.
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
     progress: progress bars.
     mesh: devices to split the batches over (`jaxadv.parallel.make_mesh`);
       None = all local devices.
@@ -78,10 +79,10 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     ValueError, TypeError: bad `x`/`y` (see `robust_correct`), eps < 0,
       pgd_steps < 0, pgd_restarts < 1 or pgd_step_size < 0.
   """
-  _checks.check_nonnegative(eps, "eps")
-  _checks.check_count(pgd_steps, "pgd_steps", 0)
-  _checks.check_count(pgd_restarts, "pgd_restarts", 1)
-  _checks.check_nonnegative(pgd_step_size, "pgd_step_size")
+  validation.check_nonnegative(eps, "eps")
+  validation.check_count(pgd_steps, "pgd_steps", 0)
+  validation.check_count(pgd_restarts, "pgd_restarts", 1)
+  validation.check_nonnegative(pgd_step_size, "pgd_step_size")
   clean = robust.accuracy(apply_fn, variables, x, y, batch_size=batch_size,
                           mesh=mesh)
   fgsm = robust.robust_accuracy(apply_fn, variables, x, y, key, attack="fgsm",
@@ -90,7 +91,7 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
   pgd = robust.robust_accuracy(
       apply_fn, variables, x, y, jax.random.fold_in(key, 1), attack="pgd",
       eps=eps, step_size=pgd_step_size, steps=pgd_steps,
-      restarts=pgd_restarts, norm=norm, batch_size=batch_size, loop=loop,
+      restarts=pgd_restarts, norm=norm, batch_size=batch_size, unroll=unroll,
       progress=progress, mesh=mesh)
   return {"clean_acc": clean, "fgsm_acc": fgsm, "pgd_acc": pgd,
           "pgd_steps": pgd_steps, "pgd_restarts": pgd_restarts}
@@ -103,11 +104,11 @@ def _pgd_loss_curve(apply_fn, variables, x, y, key, eps, step_size, *,
   loss_fn = losses.make_loss_fn(lambda v: apply_fn(variables, v, train=False))
 
   def body(d, _):
-    loss, g = _common.input_grad(loss_fn, x, y, d, False)
-    d = _common.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
+    loss, g = core.input_grad(loss_fn, x, y, d, False)
+    d = core.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
     return d, jnp.mean(loss)
 
-  delta, curve = jax.lax.scan(body, _common.start(key, x, eps, norm, True),
+  delta, curve = jax.lax.scan(body, core.start(key, x, eps, norm, True),
                               None, length=steps)
   return jnp.append(curve, jnp.mean(loss_fn(x + delta, y)))
 
@@ -131,7 +132,7 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
                   ensemble: Optional[dict] = None, square_queries: int = 1000,
                   more_steps_factor: int = 2, more_restarts: int = 5,
                   material: float = 0.02, checks: Sequence[str] = CHECKS,
-                  loop: Optional[str] = None) -> list[SanityCheck]:
+                  unroll: Optional[bool] = None) -> list[SanityCheck]:
   """Checks that catch a broken attack, a broken evaluation or gradient masking.
 
   1. "eps0": eps = 0 reproduces clean accuracy (FGSM on the full set, PGD on
@@ -166,7 +167,8 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     material: the accuracy change (fraction) that counts as material in
       checks 5 and 6.
     checks: which checks to run (names above, in any order).
-    loop: attack loop form.
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     A list of `SanityCheck`s in the order above (print them; `passed=False`
@@ -176,10 +178,10 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     ValueError: an unknown check name.
   """
   for name in checks:
-    _checks.check_choice(name, "checks", CHECKS)
+    validation.check_choice(name, "checks", CHECKS)
   out = []
   xs, ys = x[:subset], y[:subset]
-  pgd_kw = dict(norm=norm, batch_size=batch_size, loop=loop)
+  pgd_kw = dict(norm=norm, batch_size=batch_size, unroll=unroll)
   memo = {}
 
   def pgd_acc(e, steps, step_size, restarts=1, k=7):
@@ -245,7 +247,7 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
         ensemble = autoattack.evaluate_robustness(
             apply_fn, variables, xs, ys, jax.random.fold_in(key, 8), eps=eps,
             attack_names=("apgd-ce", "square"), apgd_steps=pgd_steps,
-            square_queries=square_queries, batch_size=batch_size, loop=loop)
+            square_queries=square_queries, batch_size=batch_size, unroll=unroll)
       before, after = _square_drop(ensemble)
       out.append(SanityCheck(
           "black-box Square no stronger than white-box",

@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import attacks
 from jaxadv import losses
-from jaxadv.attacks import _projections
+from jaxadv import projections
 from jaxadv import parallel
 
-ApplyFn = Callable[..., jax.Array]
+from jaxadv.types import ApplyFn
 EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
 
 
@@ -38,10 +38,10 @@ def _predict(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
 
 @functools.partial(
     jax.jit,
-    static_argnames=("apply_fn", "attack", "steps", "norm", "loss", "loop"))
+    static_argnames=("apply_fn", "attack", "steps", "norm", "loss", "unroll"))
 def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
                     attack: str, steps: int, norm: str, loss: str,
-                    loop: Optional[str]) -> jax.Array:
+                    unroll: Optional[bool]) -> jax.Array:
   logits_fn = lambda v: apply_fn(variables, v, train=False)
   loss_fn = losses.make_loss_fn(logits_fn, loss)
   if attack == "fgsm":
@@ -52,49 +52,16 @@ def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
   else:
     x_adv = attacks.pgd(loss_fn, x, y, key, eps=eps, step_size=step_size,
                         steps=steps, norm=norm, random_start=attack == "pgd",
-                        loop=loop)
+                        unroll=unroll)
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
-def _placement(variables: Any, batch_size: int,
-               mesh: Optional[jax.sharding.Mesh] = None):
-  """Spreads each batch over `mesh`, by default all local devices.
-
-  Every example is attacked independently, so XLA partitions the whole
-  attack along the batch with no communication; `variables` are replicated.
-  Without a mesh, a batch size that the local devices do not divide runs
-  on one device. Returns (variables placed, function placing one batch).
-
-  Raises:
-    ValueError: `batch_size` not divisible by the size of a given `mesh`.
-  """
-  if mesh is None:
-    devices = jax.local_devices()
-    if len(devices) == 1 or batch_size % len(devices):
-      return parallel.replicate(variables, parallel.make_mesh(
-          1, devices=devices)), jnp.asarray
-    mesh = parallel.make_mesh(devices=devices)
-  parallel.check_batch_size(batch_size, mesh)
-  return (parallel.replicate(variables, mesh),
-          lambda a: parallel.shard_batch(a, mesh))
-
-
-def _padded_batches(idx: np.ndarray, batch_size: int):
-  """Yields (indices padded to batch_size, number of real entries)."""
-  for start in range(0, len(idx), batch_size):
-    chunk = idx[start:start + batch_size]
-    n = len(chunk)
-    if n < batch_size:
-      chunk = np.concatenate([chunk, np.full(batch_size - n, chunk[0])])
-    yield chunk, n
-
-
 def _validate(x, y, batch_size, apply_fn=None, variables=None):
-  _checks.check_images(x, "x")
-  num_classes = None if apply_fn is None else _checks.output_classes(
+  validation.check_images(x, "x")
+  num_classes = None if apply_fn is None else validation.output_classes(
       lambda v: apply_fn(variables, v, train=False), x)
-  _checks.check_labels(y, len(x), "y", num_classes=num_classes)
-  _checks.check_count(batch_size, "batch_size", 1)
+  validation.check_labels(y, len(x), "y", num_classes=num_classes)
+  validation.check_count(batch_size, "batch_size", 1)
 
 
 def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
@@ -117,11 +84,11 @@ def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
   Raises:
     ValueError, TypeError: bad `x` or `batch_size`.
   """
-  _checks.check_images(x, "x")
-  _checks.check_count(batch_size, "batch_size", 1)
+  validation.check_images(x, "x")
+  validation.check_count(batch_size, "batch_size", 1)
   out = np.zeros(len(x), np.int32)
-  variables, put = _placement(variables, batch_size, mesh)
-  for chunk, n in _padded_batches(np.arange(len(x)), batch_size):
+  variables, put = parallel.placement(variables, batch_size, mesh)
+  for chunk, n in parallel.padded_batches(np.arange(len(x)), batch_size):
     out[chunk[:n]] = parallel.to_host(_predict(apply_fn, variables,
                                                put(x[chunk])))[:n]
   return out
@@ -147,7 +114,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
                    eps: float, step_size: Optional[float] = None,
                    steps: int = 0, restarts: int = 1, norm: str = "linf",
                    loss: str = "ce", batch_size: int = 500,
-                   loop: Optional[str] = None,
+                   unroll: Optional[bool] = None,
                    progress: bool = False,
                    mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
   """Per-example robustness under an untargeted attack with restarts.
@@ -167,7 +134,8 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     norm: "linf" or "l2".
     loss: "ce" or "cw".
     batch_size: fixed attack batch size.
-    loop: attack loop form (None = backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
     progress: show a progress bar.
     mesh: devices to split each attack batch over (`parallel.make_mesh`,
       possibly spanning several processes); None = all local devices when
@@ -182,13 +150,13 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
       norm or loss, or a missing step_size.
   """
   _validate(x, y, batch_size, apply_fn, variables)
-  _checks.check_choice(attack, "attack", EVAL_ATTACKS)
-  _checks.check_choice(norm, "norm", _projections.NORMS)
-  _checks.check_choice(loss, "loss", tuple(losses.LOSSES))
-  _checks.check_nonnegative(eps, "eps")
-  _checks.check_count(restarts, "restarts", 1)
+  validation.check_choice(attack, "attack", EVAL_ATTACKS)
+  validation.check_choice(norm, "norm", projections.NORMS)
+  validation.check_choice(loss, "loss", tuple(losses.LOSSES))
+  validation.check_nonnegative(eps, "eps")
+  validation.check_count(restarts, "restarts", 1)
   if attack in ("bim", "pgd"):
-    _checks.check_count(steps, "steps", 0)
+    validation.check_count(steps, "steps", 0)
     if step_size is None:
       raise ValueError(f"`step_size` is required for attack={attack!r}.")
   if step_size is None:
@@ -199,7 +167,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   if attack in ("fgsm", "bim"):
     restarts = 1  # deterministic attacks: restarts would repeat themselves
   eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
-  variables, put = _placement(variables, batch_size, mesh)
+  variables, put = parallel.placement(variables, batch_size, mesh)
   total = restarts * int(robust.sum())
   bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
              dynamic_ncols=True, mininterval=1.0)
@@ -208,11 +176,11 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     if len(idx) == 0:
       break
     rkey = jax.random.fold_in(key, r)
-    for i, (chunk, n) in enumerate(_padded_batches(idx, batch_size)):
+    for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
       ok = _attack_correct(apply_fn, variables, put(x[chunk]), put(y[chunk]),
                            jax.random.fold_in(rkey, i), eps_a, step_a,
                            attack=attack, steps=steps, norm=norm, loss=loss,
-                           loop=loop)
+                           unroll=unroll)
       robust[chunk[:n]] &= parallel.to_host(ok)[:n]
       bar.update(n)
   bar.close()

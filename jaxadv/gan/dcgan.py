@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
+from jaxadv import validation
 
 __all__ = ["DCGANDiscriminator", "DCGANGenerator"]
 
@@ -66,7 +66,7 @@ class DCGANGenerator(nn.Module):
     Raises:
       ValueError: `z` not of rank 2.  TypeError: non-floating `z`.
     """
-    _checks.check_image_batch_static(z, "z", rank=2,
+    validation.check_image_batch_static(z, "z", rank=2,
                                      context=type(self).__name__)
     f = self.features
     h = nn.Dense(7 * 7 * 2 * f, use_bias=False, kernel_init=_init,
@@ -110,7 +110,7 @@ class DCGANDiscriminator(nn.Module):
     Raises:
       ValueError: `x` not of rank 4.  TypeError: non-floating `x`.
     """
-    _checks.check_image_batch_static(x, "x", rank=4,
+    validation.check_image_batch_static(x, "x", rank=4,
                                      context=type(self).__name__)
     f = self.features
     h = nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_init,

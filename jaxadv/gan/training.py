@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv.gan import losses as gan_losses
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
@@ -65,7 +65,7 @@ def create_gan_state(generator: nn.Module, discriminator: nn.Module,
   Raises:
     TypeError, ValueError: `latent_dim` not a positive int.
   """
-  _checks.check_count(latent_dim, "latent_dim", 1)
+  validation.check_count(latent_dim, "latent_dim", 1)
 
   @jax.jit  # one compilation instead of op-by-op eager initialisation
   def create(key):
@@ -168,8 +168,8 @@ def gan_step(*, latent_dim: int, k: int = 1,
     ValueError, TypeError: bad `k` / `latent_dim` / `generator_loss`; at
       trace time, a batch not divisible by `k`.
   """
-  _checks.check_count(latent_dim, "latent_dim", 1)
-  _checks.check_count(k, "k", 1)
+  validation.check_count(latent_dim, "latent_dim", 1)
+  validation.check_count(k, "k", 1)
   gan_losses.get_generator_loss(generator_loss)
 
   def step(state: GANState, batch: dict, key: jax.Array):

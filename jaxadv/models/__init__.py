@@ -6,6 +6,7 @@ statistics in the `batch_stats` collection.
 """
 
 from jaxadv.models import layers
+from jaxadv.models import xla_cpu
 from jaxadv.models.layers import Conv
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.linear import sklearn_variables
@@ -13,6 +14,7 @@ from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
 from jaxadv.models.mlp import MLP
 from jaxadv.models.mlp import VATMLP
+from jaxadv.models.registry import KERNELS
 from jaxadv.models.registry import get_model
 from jaxadv.models.registry import has_batch_norm
 from jaxadv.models.registry import init_model

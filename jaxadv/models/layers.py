@@ -1,78 +1,33 @@
-"""2-D convolutions that XLA:CPU compiles well, in attacks and in loops.
+"""The 2-D convolution layer of jaxadv's models, with a pluggable kernel.
 
-`Conv` is a drop-in for `flax.linen.Conv` (same parameters, same values up to
-float32 rounding) with four implementations, chosen by `impl`:
-
-* "lax": `lax.conv_general_dilated` and jax's own gradients (what `nn.Conv`
-  does). On GPU/TPU this is always the default.
-* "im2col" (`conv2d_im2col`): the patch matrix built from slices and a
-  concat, and one matmul. Strided convs whose kernel the stride divides
-  (the fast-AT MNIST net's 4x4 / 2) first become stride-1 convs on the
-  space-to-depth input, so a 4x4 / 2 conv reads 4 contiguous slices. The
-  program holds no convolution, so none of XLA:CPU's slow conv paths below
-  can be hit, and jax's autodiff (both modes, any order) applies unchanged.
-  Measured on 2 cores with `experiments/benchmark_conv.py` (fast-AT net,
-  interleaved runs): PGD-10 at batch 500 took 197 ms unrolled and 206 ms as
-  `fori_loop`, against 280 / 737 ms with "lax"; a natural step at batch 128
-  7.9 vs 8.4 ms; free AT m = 8 with rolled replays 50 ms per call (lax: 415
-  rolled, 76 unrolled). Its cost: a forward pass alone, with no gradient,
-  is about 2.5x slower than lax's (36.6 vs 14.9 ms at batch 500; an
-  optimization barrier before the matmul did not change it). For stride-1
-  5x5 convs (Madry CNN) the forward pass was ~4x slower (77 vs 19 ms at
-  batch 128: XLA:CPU's concat of 25 narrow slices is slow) and a natural
-  step 1.15x slower, so those stay "lax".
-* "im2col_grad" (`conv2d_im2col_grad`, a custom JVP), the CPU default for
-  the strided convs above. Without differentiation it is the lax conv.
-  With an input tangent only (attacks) the value is the lax conv (im2col
-  with at most `FEW_CHANNELS` input channels, where it is faster) and the
-  input gradient is a canonical stride-1 conv on the space-to-depth grid
-  (col2im with few channels). With a kernel tangent (training) it is
-  exactly "im2col".
-  `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32` times
-  the forms per channel count. On the fast-AT net the input gradient of a
-  batch of 500 took 17 ms against 37-42 ms with im2col's derivatives (the
-  previous default), and PGD-50 on one device ran at 625 images/s in the
-  committed benchmark (`experiments/benchmark.py`), up from 361-461 in the
-  two before (487-571 in standalone interleaved runs). A
-  natural training step compiles to the same program as im2col's, and free
-  AT m = 8 took 98 / 69 ms unrolled / rolled (im2col 107 / 67) in an
-  earlier run.
-* "explicit" (`conv2d`): opt-in custom VJP that writes both gradients as
-  canonical NHWC x HWIO convolutions. `jax.grad` of a lax conv gives convs
-  with swapped kernel dimensions (`dim_labels=..._01oi->...`) and transposed
-  operands; inside a `lax.fori_loop`/`scan` body XLA:CPU compiles those with
-  a slow generic emitter (PGD-40, batch 100: 595 ms rolled vs 177 unrolled;
-  rolled free AT m = 2 on the Madry CNN: 3.5 s vs 0.37 s per call, the same
-  on one core). With "explicit" rolled loops run about as fast as unrolled
-  ones (Madry CNN, `benchmark_conv.py`: PGD-10 at batch 100 762 ms rolled;
-  free AT m = 8 rolled 1.33 s per call against 9.24 s with "lax"), but a
-  natural step outside any loop is ~1.4x slower (190 vs 132 ms), and
-  forward-mode autodiff (`jax.jvp`) raises. Opt-in, for rolled loops over
-  stride-1 convs on CPU.
-
-All four give the values of `lax.conv_general_dilated` and its gradients
-(tests compare them across strides, kernel sizes, paddings, jitted and not,
-and grad-of-grad). Timing scripts: `experiments/benchmark_conv.py`.
+`Conv` is a drop-in for `flax.linen.Conv` (NHWC input, the same `kernel`
+`[kh, kw, C_in, features]` and `bias` `[features]` parameters and
+initialisers, so checkpoints and PyTorch ports are unchanged) whose
+convolution is a function `conv_fn(x, kernel, strides, pads) -> y`. The
+default is `lax_conv`, `lax.conv_general_dilated` with jax's own
+gradients: what runs on GPU and TPU. Backend-specific kernels with the same
+values live in their own module (`jaxadv.models.xla_cpu`) and are chosen in
+one place, `jaxadv.models.get_model(name, kernels=...)`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import flax.linen as nn
 from flax.linen import dtypes as flax_dtypes
 import jax
 from jax import lax
-import jax.numpy as jnp
 
-__all__ = ["CONV_FNS", "Conv", "FEW_CHANNELS", "IMPLS", "conv2d",
-           "conv2d_im2col", "conv2d_im2col_grad", "default_impl",
-           "explicit_padding"]
+__all__ = ["Conv", "ConvFn", "Padding", "Pads", "explicit_padding",
+           "lax_conv"]
 
 Padding = Union[str, int, Sequence[tuple[int, int]]]
 Pads = tuple[tuple[int, int], tuple[int, int]]
-_DIMS = ("NHWC", "HWIO", "NHWC")
+ConvFn = Callable[[jax.Array, jax.Array, tuple[int, int], Pads], jax.Array]
+"""`(x [B, H, W, C_in], kernel [kh, kw, C_in, C_out], strides, pads) -> y`."""
+
+DIMS = ("NHWC", "HWIO", "NHWC")
 
 
 def explicit_padding(padding: Padding, in_hw: Sequence[int],
@@ -109,405 +64,25 @@ def explicit_padding(padding: Padding, in_hw: Sequence[int],
   return tuple((int(lo), int(hi)) for lo, hi in pads)  # type: ignore
 
 
-def default_impl(kernel_size: Sequence[int], strides: Sequence[int],
-                 backend: Optional[str] = None) -> str:
-  """The convolution implementation `Conv(impl=None)` uses.
-
-  "im2col_grad" on CPU for strided convolutions whose kernel the stride
-  divides (the fast-AT MNIST net's two 4x4 / 2 convs): im2col's gradients,
-  measured faster in attacks and no slower in training, with the lax
-  forward pass where nothing is differentiated. "lax" everywhere else
-  (stride-1 5x5 and 3x3 convs ran up to 4x slower as im2col on XLA:CPU;
-  GPUs and TPUs have their own conv kernels).
+def lax_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+             pads: Pads) -> jax.Array:
+  """`lax.conv_general_dilated` in NHWC x HWIO -> NHWC, explicit padding.
 
   Args:
-    kernel_size: `(kh, kw)`.
+    x: float [B, H, W, C_in].
+    kernel: float [kh, kw, C_in, C_out].
     strides: `(sh, sw)`.
-    backend: "cpu", "gpu", "tpu"; default: jax's default backend.
+    pads: `((top, bottom), (left, right))`.
 
   Returns:
-    "im2col_grad" or "lax".
+    float [B, H', W', C_out].
   """
-  backend = backend or jax.default_backend()
-  if backend == "cpu" and _use_space_to_depth(kernel_size, strides):
-    return "im2col_grad"
-  return "lax"
-
-
-def _conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-          pads: Pads) -> jax.Array:
   return lax.conv_general_dilated(x, kernel, strides, pads,
-                                  dimension_numbers=_DIMS)
-
-
-def _use_space_to_depth(kernel_hw: Sequence[int],
-                        strides: Sequence[int]) -> bool:
-  """Strided convs whose kernel the stride divides run as stride-1 convs."""
-  return (any(s > 1 for s in strides)
-          and all(k % s == 0 for k, s in zip(kernel_hw, strides)))
-
-
-def _space_to_depth(x: jax.Array, strides: tuple[int, int]) -> jax.Array:
-  b, h, w, c = x.shape
-  sh, sw = strides
-  x = x.reshape(b, h // sh, sh, w // sw, sw, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h // sh, w // sw, sh * sw * c)
-
-
-def _depth_to_space(x: jax.Array, strides: tuple[int, int],
-                    c: int) -> jax.Array:
-  b, h, w, _ = x.shape
-  sh, sw = strides
-  x = x.reshape(b, h, w, sh, sw, c).transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, h * sh, w * sw, c)
-
-
-def _s2d_kernel(kernel: jax.Array, strides: tuple[int, int],
-                inverse: bool = False) -> jax.Array:
-  """[kh, kw, C, O] -> [kh/sh, kw/sw, sh*sw*C, O], matching _space_to_depth.
-
-  With `inverse=True`, maps a space-to-depth kernel `[kh/sh, kw/sw,
-  sh*sw*C, O]` back to `[kh, kw, C, O]`.
-  """
-  sh, sw = strides
-  if inverse:
-    kh2, kw2, c2, o = kernel.shape
-    c = c2 // (sh * sw)
-    kernel = kernel.reshape(kh2, kw2, sh, sw, c, o).transpose(0, 2, 1, 3, 4, 5)
-    return kernel.reshape(kh2 * sh, kw2 * sw, c, o)
-  kh, kw, c, o = kernel.shape
-  kernel = kernel.reshape(kh // sh, sh, kw // sw, sw, c, o)
-  kernel = kernel.transpose(0, 2, 1, 3, 4, 5)
-  return kernel.reshape(kh // sh, kw // sw, sh * sw * c, o)
-
-
-def _out_hw(in_hw, kernel_hw, strides, pads) -> tuple[int, int]:
-  """Output height and width of a VALID conv over the padded input."""
-  return tuple((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi)
-               in zip(in_hw, kernel_hw, strides, pads))  # type: ignore
-
-
-def _s2d_pads(in_hw, kernel_hw, strides, pads) -> Pads:
-  """Padding that makes the padded input a multiple of the strides."""
-  full_pads = []
-  for size, n_out, k, s, (lo, hi) in zip(
-      in_hw, _out_hw(in_hw, kernel_hw, strides, pads), kernel_hw, strides,
-      pads):
-    need = (n_out - 1) * s + k  # input rows the outputs read
-    total = -(-max(need, size + lo + hi) // s) * s
-    full_pads.append((lo, total - size - lo))
-  return tuple(full_pads)  # type: ignore
-
-
-def _s2d_input(x, kernel_hw, strides, pads):
-  """Pads `x` to a multiple of the strides and applies space-to-depth."""
-  full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
-  xp = jnp.pad(x, ((0, 0),) + full_pads + ((0, 0),))
-  return _space_to_depth(xp, strides)
-
-
-def _forward(x, kernel, strides, pads):
-  """The convolution; strided ones as a stride-1 conv on space-to-depth x.
-
-  out[i, j] = sum_{a, b} xpad[s i + a, s j + b] W[a, b]; with a = s p + q the
-  sum is a stride-1 conv of space_to_depth(xpad) with a (k/s x k/s) kernel,
-  which XLA:CPU runs about 1.3x faster than the strided conv, forward and
-  backward (fast-AT MNIST net, batch 500).
-  """
-  kernel_hw = kernel.shape[:2]
-  if not _use_space_to_depth(kernel_hw, strides):
-    return _conv(x, kernel, strides, pads)
-  n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
-  xs = _s2d_input(x, kernel_hw, strides, pads)
-  y = _conv(xs, _s2d_kernel(kernel, strides), (1, 1), ((0, 0), (0, 0)))
-  return y[:, :n_out[0], :n_out[1], :]
-
-
-def _input_grad(x, kernel, strides, pads, g):
-  """d conv / d x as convolutions whose kernels are in HWIO layout."""
-  kernel_hw = kernel.shape[:2]
-  c = x.shape[-1]
-  if _use_space_to_depth(kernel_hw, strides):
-    full_pads = _s2d_pads(x.shape[1:3], kernel_hw, strides, pads)
-    k2 = _s2d_kernel(kernel, strides)
-    kh, kw = k2.shape[:2]
-    s2d_hw = [(size + lo + hi) // s for size, s, (lo, hi)
-              in zip(x.shape[1:3], strides, full_pads)]
-    # Transpose of a VALID stride-1 conv: a FULL conv with the flipped
-    # kernel, then zero rows for outputs the slice dropped.
-    gy = jnp.pad(g, ((0, 0), (0, s2d_hw[0] - kh + 1 - g.shape[1]),
-                     (0, s2d_hw[1] - kw + 1 - g.shape[2]), (0, 0)))
-    flipped = jnp.flip(k2, (0, 1)).transpose(0, 1, 3, 2)
-    gs = _conv(gy, flipped, (1, 1), ((kh - 1, kh - 1), (kw - 1, kw - 1)))
-    gxp = _depth_to_space(gs, strides, c)
-    (top, _), (left, _) = full_pads
-    return gxp[:, top:top + x.shape[1], left:left + x.shape[2], :]
-  # Transposed convolution: dilate g by the strides, pad so that a VALID
-  # stride-1 convolution with the flipped kernel returns [H, W].
-  back_pads = []
-  for size, out, k, s, (lo, _) in zip(x.shape[1:3], g.shape[1:3], kernel_hw,
-                                      strides, pads):
-    low = k - 1 - lo
-    back_pads.append((low, size + k - 1 - low - ((out - 1) * s + 1)))
-  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # HW,O,I as HWIO
-  return lax.conv_general_dilated(g, flipped, (1, 1), tuple(back_pads),
-                                  lhs_dilation=strides,
-                                  dimension_numbers=_DIMS)
-
-
-def _kernel_grad(x: jax.Array, g: jax.Array, kernel_hw: Sequence[int],
-                 strides: tuple[int, int], pads: Pads) -> jax.Array:
-  """d conv / d kernel as one canonical (NHWC x HWIO) convolution.
-
-  gk[a, b, c, o] = sum_{n, i, j} xpad[n, s i + a, s j + b, c] g[n, i, j, o]:
-  a convolution of xpad viewed as [C, H, W, N] with g viewed as an HWIO
-  window [oh, ow, N, O] dilated by the strides. Written out so that XLA:CPU
-  does not meet a non-canonical convolution inside a loop body (free AT's
-  rolled replays ran 13x slower with jax's own transpose rule).
-  """
-  xp = lax.pad(x, jnp.zeros((), x.dtype),
-               ((0, 0, 0),) + tuple((lo, hi, 0) for lo, hi in pads)
-               + ((0, 0, 0),))
-  need = [(o - 1) * s + k for o, s, k in zip(g.shape[1:3], strides,
-                                            kernel_hw)]
-  lhs = xp[:, :need[0], :need[1], :].transpose(3, 1, 2, 0)
-  rhs = g.transpose(1, 2, 0, 3)
-  gk = lax.conv_general_dilated(lhs, rhs, (1, 1), ((0, 0), (0, 0)),
-                                rhs_dilation=strides,
-                                dimension_numbers=_DIMS)
-  return gk.transpose(1, 2, 0, 3)
-
-
-def conv2d_im2col(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-                  pads: Pads) -> jax.Array:
-  """NHWC x HWIO convolution as im2col (slices and a concat) and one matmul.
-
-  Strided convolutions whose kernel the stride divides are first turned into
-  stride-1 convolutions on the space-to-depth input (a 4x4 / 2 conv becomes a
-  2x2 window over 4x the channels), so the patch matrix is built from
-  `(kh/sh) * (kw/sw)` contiguous slices. The program then holds no
-  convolution at all, only slices, pads and dots, and jax's autodiff of
-  those is what XLA:CPU compiles well, rolled loop bodies included. Any
-  stride, kernel and padding works; `default_impl` uses it only where it was
-  measured faster (see the module doc).
-
-  Args:
-    x: `[B, H, W, C_in]` float activations.
-    kernel: `[kh, kw, C_in, C_out]` float kernel (HWIO).
-    strides: static `(sh, sw)`, Python ints.
-    pads: static `((top, bottom), (left, right))`, Python ints.
-
-  Returns:
-    `[B, H_out, W_out, C_out]`, equal to `lax.conv_general_dilated` up to
-    float32 summation order. Differentiable in both modes, to any order.
-  """
-  patches, out_shape = _patches(x, kernel.shape[:2], strides, pads)
-  return _patch_matmul(patches, kernel, strides, out_shape)
-
-
-def _patches(x: jax.Array, kernel_hw: Sequence[int], strides: tuple[int, int],
-             pads: Pads) -> tuple[jax.Array, tuple[int, int, int]]:
-  """im2col's patch matrix `[B * H_out * W_out, k * C']` and `(B, H_out,
-  W_out)`; the space-to-depth form for kernels the stride divides."""
-  n_out = _out_hw(x.shape[1:3], kernel_hw, strides, pads)
-  if _use_space_to_depth(kernel_hw, strides):
-    x = _s2d_input(x, kernel_hw, strides, pads)
-    kernel_hw = [k // s for k, s in zip(kernel_hw, strides)]
-    strides = (1, 1)
-  else:
-    x = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),))
-  kh, kw = kernel_hw
-  sh, sw = strides
-  b, c = x.shape[0], x.shape[-1]
-  cols = [lax.slice(x, (0, i, j, 0),
-                    (b, i + (n_out[0] - 1) * sh + 1,
-                     j + (n_out[1] - 1) * sw + 1, c), (1, sh, sw, 1))
-          for i in range(kh) for j in range(kw)]
-  patches = cols[0] if len(cols) == 1 else jnp.concatenate(cols, axis=-1)
-  return patches.reshape(-1, kh * kw * c), (b, n_out[0], n_out[1])
-
-
-def _patch_matmul(patches: jax.Array, kernel: jax.Array,
-                  strides: tuple[int, int],
-                  out_shape: tuple[int, int, int]) -> jax.Array:
-  """The patch matrix times the (space-to-depth) kernel, as NHWC."""
-  if _use_space_to_depth(kernel.shape[:2], strides):
-    kernel = _s2d_kernel(kernel, strides)
-  y = jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
-  return y.reshape(out_shape + (kernel.shape[-1],))
-
-
-# Input channels up to which a space-to-depth conv's value is computed as
-# im2col and its input gradient as im2col's transpose (col2im); above it, the
-# lax conv and a canonical stride-1 conv on the space-to-depth grid.
-# `python -m experiments.benchmark_conv --single_channels=1,3,8,16,32
-# --models=` (one 4x4 / 2 conv, batch 500, 2 cores; ms forward / input
-# gradient): C_in = 1: lax 5.2 / 6.2, im2col 1.5 / 1.3, space-to-depth conv
-# ("explicit") 2.0 / 3.6; C_in = 3: 5.4 / 8.4, 4.1 / 4.0, 3.6 / 3.9;
-# C_in = 8: 5.8 / 57, 57 / 29, 46 / 7.1; C_in = 16: 6.4 / 16, 33 / 11,
-# 14 / 4.3.
-FEW_CHANNELS = 3
-
-
-def _few_channel_s2d(x: jax.Array, kernel: jax.Array,
-                     strides: Sequence[int]) -> bool:
-  """Whether im2col is the faster form of this conv's attack path: a
-  space-to-depth conv with at most `FEW_CHANNELS` input channels."""
-  return (_use_space_to_depth(kernel.shape[:2], strides)
-          and x.shape[-1] <= FEW_CHANNELS)
-
-
-def _im2col_grad_value(x, kernel, strides, pads):
-  """The value under an input tangent only: im2col or the lax conv."""
-  if _few_channel_s2d(x, kernel, strides):
-    return conv2d_im2col(x, kernel, strides, pads)
-  return _conv(x, kernel, strides, pads)
-
-
-def _input_tangent(dx, kernel, strides, pads):
-  """The input term of the JVP, written so that its transpose is fast.
-
-  Reverse mode never evaluates this; it transposes it. For space-to-depth
-  convs with more than `FEW_CHANNELS` input channels it is a stride-1 conv
-  on the space-to-depth input whose kernel is passed in HWOI layout, so the
-  transpose jax derives (same kernel, in/out labels swapped) is a canonical
-  NHWC x HWIO convolution, fast on XLA:CPU in rolled loop bodies too. With
-  few channels it is im2col, whose transpose is slices, pads and adds.
-  """
-  kernel_hw = kernel.shape[:2]
-  if not _use_space_to_depth(kernel_hw, strides) or _few_channel_s2d(
-      dx, kernel, strides):
-    return conv2d_im2col(dx, kernel, strides, pads)
-  n_out = _out_hw(dx.shape[1:3], kernel_hw, strides, pads)
-  xs = _s2d_input(dx, kernel_hw, strides, pads)
-  k_hwoi = _s2d_kernel(kernel, strides).transpose(0, 1, 3, 2)
-  y = lax.conv_general_dilated(xs, k_hwoi, (1, 1), ((0, 0), (0, 0)),
-                               dimension_numbers=("NHWC", "HWOI", "NHWC"))
-  return y[:, :n_out[0], :n_out[1], :]
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
-                       strides: tuple[int, int], pads: Pads) -> jax.Array:
-  """A convolution whose derivatives are built for XLA:CPU.
-
-  A `jax.custom_jvp` that computes `lax.conv_general_dilated`'s values and
-  derivatives in the forms XLA:CPU runs fastest (measured on 2 cores; the
-  choice is static, by shape):
-
-  * Value: the lax conv. Under an input tangent only (attacks), im2col for
-    space-to-depth convs with at most `FEW_CHANNELS` input channels (the
-    fast-AT net's first conv: 1.5 vs 5.2 ms at batch 500).
-  * Kernel tangent (training): exactly "im2col": one patch matrix gives
-    the value and the kernel term, and the input term is im2col's too.
-  * Input tangent only (attacks): for space-to-depth convs with more
-    channels, a stride-1 conv on the space-to-depth input whose transpose
-    is a canonical convolution (`_input_tangent`; the fast-AT net's second
-    conv at batch 500: 4.4 ms against 11 ms for im2col's col2im and 16 ms
-    for jax's transpose of the strided conv); otherwise im2col, whose
-    transpose is col2im.
-
-  Differentiable to any order, in both modes (the rule is plain jax).
-
-  Args:
-    x, kernel, strides, pads: as in `conv2d_im2col`.
-
-  Returns:
-    `[B, H_out, W_out, C_out]`, the convolution.
-  """
-  # Not differentiated (clean evaluation, Mixup Inference): the lax conv.
-  # im2col's faster value for few channels is kept to the attack path: in
-  # Mixup Inference's `lax.map` over mixed copies it made MI-OL 1.42-1.58x
-  # the time of 30 plain forwards at every chunk size (1.04x with lax).
-  return _conv(x, kernel, strides, pads)
-
-
-def _conv2d_im2col_grad_jvp(strides, pads, primals, tangents):
-  x, kernel = primals
-  dx, dkernel = tangents
-  zero = jax.custom_derivatives.SymbolicZero
-  if isinstance(dkernel, zero):
-    # Input tangent only (attacks): im2col's value with few channels, the
-    # lax conv's otherwise; no patch matrix for a kernel term.
-    y = _im2col_grad_value(x, kernel, strides, pads)
-    dy = None
-  else:
-    # A kernel tangent (training): one patch matrix of x gives both the
-    # value and the kernel term, exactly as "im2col" does.
-    patches, out_shape = _patches(x, kernel.shape[:2], strides, pads)
-    y = _patch_matmul(patches, kernel, strides, out_shape)
-    dy = _patch_matmul(patches, dkernel, strides, out_shape)
-  if not isinstance(dx, zero):
-    if dy is None:
-      dy = _input_tangent(dx, kernel, strides, pads)
-    else:
-      # Training keeps im2col's input term, so training steps compute what
-      # they computed before `_input_tangent` existed (free AT at eps 0.3 on
-      # MNIST is chaotic in float rounding: see the README's benchmark).
-      dy = dy + conv2d_im2col(dx, kernel, strides, pads)
-  if dy is None:
-    dy = jnp.zeros_like(y)
-  return y, dy
-
-
-conv2d_im2col_grad.defjvp(_conv2d_im2col_grad_jvp, symbolic_zeros=True)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-           pads: Pads) -> jax.Array:
-  """NHWC x HWIO convolution with an explicit, loop-friendly input gradient.
-
-  Strided convolutions whose kernel size the stride divides (the fast-AT
-  MNIST net's 4x4 / 2) run as stride-1 convolutions on the space-to-depth
-  input, forward and backward; the others as `lax.conv_general_dilated`
-  with the input gradient given as a transposed convolution whose kernel is
-  already in HWIO layout.
-
-  Args:
-    x: `[B, H, W, C_in]` float activations.
-    kernel: `[kh, kw, C_in, C_out]` float kernel (flax's HWIO layout).
-    strides: static `(sh, sw)`, Python ints.
-    pads: static `((top, bottom), (left, right))`, Python ints
-      (see `explicit_padding`).
-
-  Returns:
-    `[B, H_out, W_out, C_out]`, equal (to float rounding) to
-    `lax.conv_general_dilated` with the same arguments.
-  """
-  return _forward(x, kernel, strides, pads)
-
-
-def _conv2d_fwd(x, kernel, strides, pads):
-  return _forward(x, kernel, strides, pads), (x, kernel)
-
-
-def _conv2d_bwd(strides, pads, res, g):
-  x, kernel = res
-  gx = _input_grad(x, kernel, strides, pads, g)
-  kernel_hw = kernel.shape[:2]
-  if _use_space_to_depth(kernel_hw, strides):
-    xs = _s2d_input(x, kernel_hw, strides, pads)
-    kh, kw = kernel_hw
-    sh, sw = strides
-    gk2 = _kernel_grad(xs, g, (kh // sh, kw // sw), (1, 1),
-                       ((0, 0), (0, 0)))
-    gk = _s2d_kernel(gk2, strides, inverse=True)
-  else:
-    gk = _kernel_grad(x, g, kernel_hw, strides, pads)
-  return gx.astype(x.dtype), gk.astype(kernel.dtype)
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
-
-# `Conv(impl=...)` -> the convolution `(x, kernel, strides, pads) -> y`.
-CONV_FNS = {"lax": _conv, "im2col": conv2d_im2col,
-            "im2col_grad": conv2d_im2col_grad, "explicit": conv2d}
-IMPLS = tuple(CONV_FNS)
+                                  dimension_numbers=DIMS)
 
 
 class Conv(nn.Module):
-  """Drop-in for `flax.linen.Conv` (2-D, NHWC) with `conv2d`'s gradient.
+  """Drop-in for `flax.linen.Conv` (2-D, NHWC) with a pluggable `conv_fn`.
 
   Same parameters as `nn.Conv` (`kernel` `[kh, kw, C_in, features]`, `bias`
   `[features]`), same default initialisers and the same outputs, so
@@ -521,12 +96,9 @@ class Conv(nn.Module):
     use_bias: add a learned bias.
     kernel_init: kernel initialiser.
     bias_init: bias initialiser.
-    impl: "lax" (`lax.conv_general_dilated` and jax's own gradients),
-      "im2col" (`conv2d_im2col`: slices and one matmul), "explicit"
-      (`conv2d`: custom VJP with canonical gradient convs; opt-in, no
-      forward mode), or None (default): `default_impl(kernel_size,
-      strides)` for the running backend. All give the same values up to
-      float32 rounding.
+    conv_fn: the convolution `(x, kernel, strides, pads) -> y`; None =
+      `lax_conv`. `jaxadv.models.xla_cpu.conv` gives the same values with
+      XLA:CPU-friendly gradients.
   """
 
   features: int
@@ -536,7 +108,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros_init()
-  impl: Optional[str] = None
+  conv_fn: Optional[ConvFn] = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -546,17 +118,13 @@ class Conv(nn.Module):
                        f"{x.shape}")
     kernel_hw = tuple(int(k) for k in self.kernel_size)
     strides = tuple(int(s) for s in self.strides)
-    impl = self.impl or default_impl(kernel_hw, strides)
-    if impl not in IMPLS:
-      raise ValueError(f"impl: expected one of {IMPLS} or None, got "
-                       f"{self.impl!r}")
     kernel = self.param("kernel", self.kernel_init,
                         kernel_hw + (x.shape[-1], self.features))
     bias = (self.param("bias", self.bias_init, (self.features,))
             if self.use_bias else None)
     x, kernel, bias = flax_dtypes.promote_dtype(x, kernel, bias)
     pads = explicit_padding(self.padding, x.shape[1:3], kernel_hw, strides)
-    y = CONV_FNS[impl](x, kernel, strides, pads)
+    y = (self.conv_fn or lax_conv)(x, kernel, strides, pads)
     if bias is not None:
       y = y + bias
     return y

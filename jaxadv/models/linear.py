@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxadv import _checks
+from jaxadv import validation
 
 __all__ = ["LinearSoftmax", "sklearn_variables"]
 
@@ -47,7 +47,7 @@ class LinearSoftmax(nn.Module):
       ValueError: rank < 2. TypeError: non-floating `x`.
     """
     del train
-    _checks.check_image_batch_static(x, "x", context=type(self).__name__)
+    validation.check_image_batch_static(x, "x", context=type(self).__name__)
     x = x.reshape((x.shape[0], -1))
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                     name="dense")(x)

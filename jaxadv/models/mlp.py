@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
-from jaxadv import _checks
+from jaxadv import validation
 
 __all__ = ["MLP", "VATMLP"]
 
@@ -58,7 +58,7 @@ class MLP(nn.Module):
       ValueError: `x` is not rank 4.
       TypeError: `x` is not floating point.
     """
-    _checks.check_image_batch_static(x, "x", rank=4,
+    validation.check_image_batch_static(x, "x", rank=4,
                                      context=type(self).__name__)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)

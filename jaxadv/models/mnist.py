@@ -14,7 +14,7 @@ from typing import Optional
 import flax.linen as nn
 import jax
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv.models import layers
 
 __all__ = ["FastATMNIST", "MadryCNN"]
@@ -25,25 +25,6 @@ __all__ = ["FastATMNIST", "MadryCNN"]
 # here (PyTorch draws them from the same uniform range).
 _torch_default_kernel_init = nn.initializers.variance_scaling(
     1.0 / 3.0, "fan_in", "uniform")
-
-
-def _check_nhwc(x: jax.Array, model_name: str) -> None:
-  """Checks that `x` is a floating-point rank-4 `[B, H, W, C]` batch.
-
-  Shared by all models in :mod:`jaxadv.models`. The check uses only the static
-  shape and dtype, so it runs at trace time and costs nothing under `jax.jit`.
-  Pixel values are deliberately not inspected (that would force a host sync on
-  every eager forward pass).
-
-  Args:
-    x: Input passed to a model's `__call__`.
-    model_name: Name of the model, used in the error message.
-
-  Raises:
-    ValueError: If `x` does not have rank 4.
-    TypeError: If `x` does not have a floating dtype.
-  """
-  _checks.check_image_batch_static(x, "x", rank=4, context=model_name)
 
 
 class FastATMNIST(nn.Module):
@@ -65,14 +46,14 @@ class FastATMNIST(nn.Module):
 
   Attributes:
     num_classes: Number of output logits `K`.
-    conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
-      "im2col_grad", "explicit"); None (default) picks per backend
-      (`layers.default_impl`).
+    conv_fn: every conv's kernel (`layers.Conv.conv_fn`); None (default)
+      is `layers.lax_conv`; `jaxadv.models.get_model(...,
+      kernels="xla_cpu")` passes `xla_cpu.conv`.
       Parameters and outputs are the same for every choice.
   """
 
   num_classes: int = 10
-  conv_impl: Optional[str] = None
+  conv_fn: Optional[layers.ConvFn] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -92,9 +73,9 @@ class FastATMNIST(nn.Module):
       TypeError: If `x` is not floating point.
     """
     del train  # Unused: no BatchNorm / dropout.
-    _check_nhwc(x, type(self).__name__)
+    validation.check_nhwc(x, type(self).__name__)
     conv = functools.partial(layers.Conv, kernel_size=(4, 4), strides=(2, 2),
-                             padding=((1, 1), (1, 1)), impl=self.conv_impl,
+                             padding=((1, 1), (1, 1)), conv_fn=self.conv_fn,
                              kernel_init=_torch_default_kernel_init)
     x = conv(16, name="conv1")(x)
     x = nn.relu(x)
@@ -128,14 +109,14 @@ class MadryCNN(nn.Module):
 
   Attributes:
     num_classes: Number of output logits `K`.
-    conv_impl: `layers.Conv`'s `impl` for every conv ("lax", "im2col",
-      "im2col_grad", "explicit"); None (default) picks per backend
-      (`layers.default_impl`).
+    conv_fn: every conv's kernel (`layers.Conv.conv_fn`); None (default)
+      is `layers.lax_conv`; `jaxadv.models.get_model(...,
+      kernels="xla_cpu")` passes `xla_cpu.conv`.
       Parameters and outputs are the same for every choice.
   """
 
   num_classes: int = 10
-  conv_impl: Optional[str] = None
+  conv_fn: Optional[layers.ConvFn] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -155,11 +136,11 @@ class MadryCNN(nn.Module):
       TypeError: If `x` is not floating point.
     """
     del train  # Unused: no BatchNorm / dropout.
-    _check_nhwc(x, type(self).__name__)
+    validation.check_nhwc(x, type(self).__name__)
     kernel_init = nn.initializers.truncated_normal(stddev=0.1)
     bias_init = nn.initializers.constant(0.1)
     conv = functools.partial(layers.Conv, kernel_size=(5, 5), padding="SAME",
-                             impl=self.conv_impl, kernel_init=kernel_init,
+                             conv_fn=self.conv_fn, kernel_init=kernel_init,
                              bias_init=bias_init)
     x = conv(32, name="conv1")(x)
     x = nn.relu(x)

@@ -60,7 +60,11 @@ def list_models() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
+KERNELS = ("lax", "xla_cpu")
+"""The convolution kernels `get_model(kernels=...)` accepts."""
+
+
+def get_model(name: str, *, kernels: str = "lax", **kwargs: Any) -> nn.Module:
   """Builds a registered model by name.
 
   Built-in names: `"fast_at_mnist"` (`FastATMNIST`), `"linear_softmax"`
@@ -70,8 +74,15 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
   `"mlp"` (`MLP`) and `"vat_mlp"` (784-1200-1200-10 with BatchNorm, the
   MNIST network of virtual adversarial training).
 
+  This is the one place where a model's convolution kernels are chosen.
+
   Args:
     name: Registered model name (see `list_models()`).
+    kernels: `"lax"` (default: `lax.conv_general_dilated` and jax's own
+      gradients, right for GPU and TPU) or `"xla_cpu"` (every conv through
+      `jaxadv.models.xla_cpu.conv`: the same values, with gradients that
+      XLA:CPU runs faster). Only models with a `conv_fn` attribute take
+      `"xla_cpu"`; models without convolutions ignore `kernels`.
     **kwargs: Passed to the constructor, e.g. `num_classes=100` or, for Wide
       ResNets, `dropout_rate=0.3`.
 
@@ -80,12 +91,25 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
     `model.init`.
 
   Raises:
-    ValueError: If `name` is not registered.
+    ValueError: If `name` is not registered, `kernels` is unknown, or
+      `kernels="xla_cpu"` is asked of a conv model without `conv_fn`.
   """
   if not isinstance(name, str) or name not in _REGISTRY:
     raise ValueError(
         f"Unknown model name {name!r}; `name` must be one of {list_models()}.")
-  return _REGISTRY[name](**kwargs)
+  if kernels not in KERNELS:
+    raise ValueError(f"kernels: expected one of {KERNELS}, got {kernels!r}")
+  model = _REGISTRY[name](**kwargs)
+  if kernels == "xla_cpu" and hasattr(model, "conv_fn"):
+    from jaxadv.models import xla_cpu  # pylint: disable=g-import-not-at-top
+    model = model.clone(conv_fn=xla_cpu.conv)
+  elif kernels == "xla_cpu" and name not in _NO_CONVS:
+    raise ValueError(f"kernels='xla_cpu': model {name!r} has no `conv_fn` "
+                     f"attribute; use kernels='lax'")
+  return model
+
+
+_NO_CONVS = ("linear_softmax", "mlp", "vat_mlp")
 
 
 def register_model(name: str, constructor: ModelConstructor, *,

@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv import validation
 from jaxadv.models import layers
-from jaxadv.models.mnist import _check_nhwc
 
 __all__ = ["PreActBlock", "PreActResNet18"]
 
@@ -123,7 +123,7 @@ class PreActResNet18(nn.Module):
       ValueError: If `x` is not rank 4.
       TypeError: If `x` is not floating point.
     """
-    _check_nhwc(x, type(self).__name__)
+    validation.check_nhwc(x, type(self).__name__)
     x = layers.Conv(64, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
                 kernel_init=_torch_default_kernel_init, name="conv1")(x)
     stages = ((64, 1), (128, 2), (256, 2), (512, 2))

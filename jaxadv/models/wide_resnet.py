@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv import validation
 from jaxadv.models import layers
-from jaxadv.models.mnist import _check_nhwc
 
 __all__ = [
     "WideBasicBlock",
@@ -140,7 +140,7 @@ class WideResNet(nn.Module):
         `dropout_rate` are invalid.
       TypeError: If `x` is not floating point.
     """
-    _check_nhwc(x, type(self).__name__)
+    validation.check_nhwc(x, type(self).__name__)
     if self.depth < 10 or (self.depth - 4) % 6 != 0:
       raise ValueError(
           f"WideResNet: `depth` must satisfy (depth - 4) % 6 == 0 and "

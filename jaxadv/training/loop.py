@@ -21,7 +21,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import data as data_lib
 from jaxadv import parallel
 from jaxadv.training.state import TrainState
@@ -101,14 +101,14 @@ def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
 def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
                        checkpoint_every, seed) -> None:
   """Checks `fit`'s data and counts once, on the host, before any step."""
-  _checks.check_images(x, "x")
-  num_classes = _checks.output_classes(
+  validation.check_images(x, "x")
+  num_classes = validation.output_classes(
       lambda v: apply_model(state, state.params, v, train=False)[0], x)
-  _checks.check_labels(y, np.shape(x)[0], "y", num_classes=num_classes)
-  _checks.check_count(batch_size, "batch_size", 1)
-  _checks.check_count(num_batches, "num_batches", 1)
-  _checks.check_count(checkpoint_every, "checkpoint_every", 1)
-  _checks.check_count(seed, "seed", 0)
+  validation.check_labels(y, np.shape(x)[0], "y", num_classes=num_classes)
+  validation.check_count(batch_size, "batch_size", 1)
+  validation.check_count(num_batches, "num_batches", 1)
+  validation.check_count(checkpoint_every, "checkpoint_every", 1)
+  validation.check_count(seed, "seed", 0)
 
 
 def _state_tree(state: TrainState) -> dict:

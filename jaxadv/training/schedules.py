@@ -6,7 +6,7 @@ from typing import Sequence
 
 import optax
 
-from jaxadv import _checks
+from jaxadv import validation
 
 
 def cyclic(total_steps: int, peak_value: float,
@@ -23,9 +23,9 @@ def cyclic(total_steps: int, peak_value: float,
     ValueError, TypeError: `total_steps < 1`, negative `peak_value` or
       `peak_fraction` outside [0, 1].
   """
-  _checks.check_count(total_steps, "total_steps", 1)
-  _checks.check_nonnegative(peak_value, "peak_value", "a learning rate")
-  _checks.check_interval(peak_fraction, "peak_fraction", 0.0, 1.0)
+  validation.check_count(total_steps, "total_steps", 1)
+  validation.check_nonnegative(peak_value, "peak_value", "a learning rate")
+  validation.check_interval(peak_fraction, "peak_fraction", 0.0, 1.0)
   up = max(1, int(round(total_steps * peak_fraction)))
   down = max(1, total_steps - up)
   return optax.join_schedules(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from jaxadv import _checks
+from jaxadv import validation
 
 
 class TrainState(train_state.TrainState):
@@ -52,9 +52,9 @@ def create_train_state(model: nn.Module, key: jax.Array,
   Raises:
     ValueError: negative or non-finite eps, step_size or eps_ramp_steps.
   """
-  _checks.check_nonnegative(eps, "eps")
-  _checks.check_nonnegative(step_size, "step_size")
-  _checks.check_nonnegative(eps_ramp_steps, "eps_ramp_steps",
+  validation.check_nonnegative(eps, "eps")
+  validation.check_nonnegative(step_size, "step_size")
+  validation.check_nonnegative(eps_ramp_steps, "eps_ramp_steps",
                             "optimizer updates")
   variables = model.init(key, jnp.zeros(input_shape, jnp.float32), train=False)
   params = variables["params"]

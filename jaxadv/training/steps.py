@@ -28,11 +28,11 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import attacks
 from jaxadv import losses
-from jaxadv.attacks import _loop
-from jaxadv.attacks import _projections
+from jaxadv import loops
+from jaxadv import projections
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.state import current_attack_params
@@ -103,13 +103,13 @@ def _update(state: TrainState, x: jax.Array, y: jax.Array,
 
 
 def _check_attack_options(norm: str, steps: Optional[int] = None,
-                          loop: Optional[str] = None) -> None:
+                          unroll: Optional[bool] = None) -> None:
   """Checks a trainer's static attack options when it is built, not traced."""
-  _checks.check_choice(norm, "norm", _projections.NORMS)
+  validation.check_choice(norm, "norm", projections.NORMS)
   if steps is not None:
-    _checks.check_count(steps, "steps", 0)
-  if loop is not None:
-    _checks.check_choice(loop, "loop", _loop.LOOP_FORMS)
+    validation.check_count(steps, "steps", 0)
+  if unroll is not None and not isinstance(unroll, bool):
+    raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
 
 
 def _attack_loss_fn(state: TrainState) -> losses.LossFn:
@@ -145,7 +145,7 @@ def natural_step() -> StepFn:
 
 
 def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
-                loop: Optional[str] = None) -> StepFn:
+                unroll: Optional[bool] = None) -> StepFn:
   """K-PGD adversarial training (Madry et al., 2018).
 
   Each step runs `steps` PGD steps (eps and step size from
@@ -156,18 +156,19 @@ def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
     steps: K, the static number of PGD steps.
     norm: "linf" or "l2".
     random_start: uniform start in the ball.
-    loop: attack loop form ("unroll", "fori", None = backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Raises:
-    ValueError, TypeError: `steps < 0`, unknown `norm` or `loop`.
+    ValueError, TypeError: `steps < 0`, unknown `norm`, bad `unroll`.
   """
-  _check_attack_options(norm, steps, loop)
+  _check_attack_options(norm, steps, unroll)
 
   def perturb(state, x, y, key):
     eps, step_size = current_attack_params(state)
     x_adv = attacks.pgd(_attack_loss_fn(state), x, y, key, eps=eps,
                         step_size=step_size, steps=steps, norm=norm,
-                        random_start=random_start, loop=loop)
+                        random_start=random_start, unroll=unroll)
     return x_adv - x
 
   return make_step(perturb)
@@ -193,7 +194,7 @@ def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
   return make_step(perturb)
 
 
-def free_at_step(*, replays: int, loop: Optional[str] = None) -> StepFn:
+def free_at_step(*, replays: int, unroll: Optional[bool] = None) -> StepFn:
   """Free adversarial training (Shafahi et al., NeurIPS 2019).
 
   Replays the minibatch `replays` (m) times. Each replay is ONE
@@ -205,19 +206,20 @@ def free_at_step(*, replays: int, loop: Optional[str] = None) -> StepFn:
 
   Args:
     replays: m, static.
-    loop: the replay loop's form ("unroll", "fori", None = backend default).
+    unroll: unroll the replay loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`).
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; `state.step` advances by
     `replays`; metrics are averaged over the replays.
 
   Raises:
-    ValueError, TypeError: `replays < 1` or unknown `loop`; at trace time,
+    ValueError, TypeError: `replays < 1` or bad `unroll`; at trace time,
       when `state.delta` is missing or its shape differs from the batch's.
   """
-  _checks.check_count(replays, "replays", 1)
-  if loop is not None:
-    _checks.check_choice(loop, "loop", _loop.LOOP_FORMS)
+  validation.check_count(replays, "replays", 1)
+  if unroll is not None and not isinstance(unroll, bool):
+    raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
 
   def step(state: TrainState, batch: Batch, key: jax.Array):
     del key  # Free AT has no randomness of its own.
@@ -237,7 +239,8 @@ def free_at_step(*, replays: int, loop: Optional[str] = None) -> StepFn:
       return state.replace(delta=delta), total
 
     zeros = {"loss": jnp.float32(0), "accuracy": jnp.float32(0)}
-    state, total = _loop.run_loop(replays, replay, (state, zeros), loop)
+    state, total = loops.run_loop(replays, replay, (state, zeros),
+                                  unroll=unroll)
     return state, jax.tree.map(lambda v: v / replays, total)
 
   return step
@@ -282,7 +285,7 @@ def mixup_step(*, alpha: float = 1.0) -> StepFn:
 
 def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
              norm: str = "linf", random_start: bool = True,
-             loop: Optional[str] = None) -> StepFn:
+             unroll: Optional[bool] = None) -> StepFn:
   """Interpolated adversarial training (Lamb, Verma, Kannala & Bengio, 2019).
 
   Per step: PGD (`steps` steps, eps and step size from `state.attack_params`,
@@ -298,17 +301,18 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
     adv_ratio: weight of the adversarial mixup loss, in [0, 1] (0.5 = 1:1).
     norm: "linf" or "l2".
     random_start: PGD's uniform random start.
-    loop: attack loop form ("unroll", "fori", None = backend default).
+    unroll: unroll the step loop (True), roll it (False) or None
+      (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`.
 
   Raises:
     ValueError, TypeError: `alpha <= 0`, `adv_ratio` outside [0, 1],
-      `steps < 0`, unknown `norm` or `loop`.
+      `steps < 0`, unknown `norm`, bad `unroll`.
   """
   _check_alpha(alpha)
-  _check_attack_options(norm, steps, loop)
+  _check_attack_options(norm, steps, unroll)
   if not 0.0 <= adv_ratio <= 1.0:
     raise ValueError(f"`adv_ratio` must be in [0, 1]; got {adv_ratio}.")
 
@@ -319,7 +323,7 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
     eps, step_size = current_attack_params(state)
     x_adv = attacks.pgd(_attack_loss_fn(state), x, y, k_pgd, eps=eps,
                         step_size=step_size, steps=steps, norm=norm,
-                        random_start=random_start, loop=loop)
+                        random_start=random_start, unroll=unroll)
     delta = jax.lax.stop_gradient(x_adv - x)
     b = x.shape[0]
     clean, adv = draw_mix(k_clean, b, alpha), draw_mix(k_adv, b, alpha)

@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxadv import _checks
+from jaxadv import validation
 from jaxadv import losses
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
@@ -41,7 +41,7 @@ from jaxadv.training.state import current_attack_params
 from jaxadv.training.steps import Batch
 from jaxadv.training.steps import StepFn
 
-LogitsFn = Callable[[jax.Array], jax.Array]
+from jaxadv.types import LogitsFn
 
 _TINY = 1e-30       # max-abs floor (gradients of order xi^2 are ~1e-12)
 _NORM_FLOOR = 1e-12  # inside the sqrt, so a zero gradient stays finite
@@ -113,10 +113,10 @@ def virtual_adversarial_perturbation(
     ValueError: `x` of rank < 2, `iterations < 1`, or a negative / non-finite
       `eps` or `xi` (when concrete).
   """
-  _checks.check_image_batch_static(x, "x")
-  _checks.check_count(iterations, "iterations", 1)
-  _checks.check_nonnegative(eps, "eps")
-  _checks.check_nonnegative(xi, "xi")
+  validation.check_image_batch_static(x, "x")
+  validation.check_count(iterations, "iterations", 1)
+  validation.check_nonnegative(eps, "eps")
+  validation.check_nonnegative(xi, "xi")
   if logits is None:
     logits = logits_fn(x)
   logits = jax.lax.stop_gradient(logits)
@@ -198,11 +198,11 @@ def vat_step(*, eps: Optional[float] = None, xi: float = 1e-6,
     ValueError, TypeError: `iterations < 1` / not an int, or negative `eps`,
       `xi` or `alpha`.
   """
-  _checks.check_count(iterations, "iterations", 1)
+  validation.check_count(iterations, "iterations", 1)
   if eps is not None:
-    _checks.check_nonnegative(eps, "eps")
-  _checks.check_nonnegative(xi, "xi")
-  _checks.check_nonnegative(alpha, "alpha")
+    validation.check_nonnegative(eps, "eps")
+  validation.check_nonnegative(xi, "xi")
+  validation.check_nonnegative(alpha, "alpha")
 
   def step(state: TrainState, batch: Batch, key: jax.Array):
     x, y = batch["x"], batch["y"]

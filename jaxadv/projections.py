@@ -13,7 +13,7 @@ NORMS = ("linf", "l2")
 _TINY = 1e-12
 
 
-def _per_example(v: jax.Array, ndim: int) -> jax.Array:
+def per_example(v: jax.Array, ndim: int) -> jax.Array:
   """Broadcasts a scalar or [B] vector against a [B, ...] batch."""
   v = jnp.asarray(v)
   if v.ndim == 0:
@@ -34,15 +34,15 @@ def normalize(g: jax.Array, norm: str) -> jax.Array:
   """
   if norm == "linf":
     return jnp.sign(g)
-  return g / _per_example(l2_norm(g), g.ndim)
+  return g / per_example(l2_norm(g), g.ndim)
 
 
 def project(delta: jax.Array, eps: jax.Array, norm: str) -> jax.Array:
   """Projects each perturbation onto `||delta||_norm <= eps`."""
-  eps = _per_example(eps, delta.ndim)
+  eps = per_example(eps, delta.ndim)
   if norm == "linf":
     return jnp.clip(delta, -eps, eps)
-  n = _per_example(l2_norm(delta), delta.ndim)
+  n = per_example(l2_norm(delta), delta.ndim)
   return delta * jnp.minimum(1.0, eps / n)
 
 
@@ -60,10 +60,10 @@ def random_init(key: jax.Array, x: jax.Array, eps: jax.Array,
   """
   if norm == "linf":
     u = jax.random.uniform(key, x.shape, x.dtype, -1.0, 1.0)
-    return u * _per_example(eps, x.ndim)
+    return u * per_example(eps, x.ndim)
   kd, kr = jax.random.split(key)
   d = x[0].size
   direction = jax.random.normal(kd, x.shape, x.dtype)
-  direction = direction / _per_example(l2_norm(direction), x.ndim)
+  direction = direction / per_example(l2_norm(direction), x.ndim)
   radius = jax.random.uniform(kr, (x.shape[0],), x.dtype) ** (1.0 / d)
-  return direction * _per_example(radius, x.ndim) * _per_example(eps, x.ndim)
+  return direction * per_example(radius, x.ndim) * per_example(eps, x.ndim)

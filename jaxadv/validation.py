@@ -189,3 +189,22 @@ def output_classes(logits_fn: Any, x: Any) -> int | None:
     return None
   shape = getattr(out, "shape", ())
   return int(shape[-1]) if len(shape) == 2 else None
+
+
+def check_nhwc(x: jax.Array, model_name: str) -> None:
+  """Checks that `x` is a floating-point rank-4 `[B, H, W, C]` batch.
+
+  Shared by all models in :mod:`jaxadv.models`. The check uses only the static
+  shape and dtype, so it runs at trace time and costs nothing under `jax.jit`.
+  Pixel values are deliberately not inspected (that would force a host sync on
+  every eager forward pass).
+
+  Args:
+    x: Input passed to a model's `__call__`.
+    model_name: Name of the model, used in the error message.
+
+  Raises:
+    ValueError: If `x` does not have rank 4.
+    TypeError: If `x` does not have a floating dtype.
+  """
+  check_image_batch_static(x, "x", rank=4, context=model_name)

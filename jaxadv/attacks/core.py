@@ -1,0 +1,104 @@
+"""Shared pieces of the gradient attacks: argument checks and the step."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxadv import validation
+from jaxadv import projections
+from jaxadv.types import LossFn
+
+
+def validate(x, y, *, eps, step_size=None, steps: Optional[int] = None,
+             norm: str = "linf", restarts: int = 1) -> None:
+  """Checks the arguments every attack shares (raises ValueError/TypeError)."""
+  validation.check_images(x, "x")
+  validation.check_labels(y, x.shape[0], "y")
+  validation.check_nonnegative(eps, "eps")
+  if step_size is not None:
+    validation.check_nonnegative(step_size, "step_size")
+  if steps is not None:
+    validation.check_count(steps, "steps", 0)
+  validation.check_count(restarts, "restarts", 1)
+  validation.check_choice(norm, "norm", projections.NORMS)
+
+
+def input_grad(loss_fn: LossFn, x: jax.Array, y: jax.Array, delta: jax.Array,
+               targeted: bool) -> tuple[jax.Array, jax.Array]:
+  """Per-example losses at `x + delta` and the gradient of their sum.
+
+  The gradient of the summed loss is every example's own input gradient, in
+  one backward pass for the whole batch. For targeted attacks the sign is
+  flipped, so the caller always ascends.
+
+  Returns:
+    (loss [B] at x + delta, ascent direction gradient [B, ...]).
+  """
+  sign = -1.0 if targeted else 1.0
+
+  def total(d):
+    losses = loss_fn(x + d, y)
+    return sign * jnp.sum(losses), losses
+
+  g, losses = jax.grad(total, has_aux=True)(delta)
+  return losses, g
+
+
+def start(key: jax.Array, x: jax.Array, eps, norm: str,
+          random_start: bool) -> jax.Array:
+  """The initial `delta`: uniform in the eps-ball (and the box), or zero."""
+  if not random_start:
+    return jnp.zeros_like(x)
+  return projections.clip_box(x, projections.random_init(key, x, eps, norm))
+
+
+def ascend(x, delta, g, *, eps, step_size, norm: str) -> jax.Array:
+  """Moves `delta` along the ascent direction `g`, then ball and box."""
+  delta = delta + projections.per_example(step_size, x.ndim) * (
+      projections.normalize(g, norm))
+  delta = projections.project(delta, eps, norm)
+  return projections.clip_box(x, delta)
+
+
+def step(loss_fn: LossFn, x, y, delta, *, eps, step_size, norm: str,
+         targeted: bool) -> jax.Array:
+  """One projected steepest-ascent step on `delta` (ball, then box)."""
+  _, g = input_grad(loss_fn, x, y, delta, targeted)
+  return ascend(x, delta, g, eps=eps, step_size=step_size, norm=norm)
+
+
+def best_of_restarts(run: Callable[[jax.Array], Sequence[jax.Array]],
+                     key: jax.Array, restarts: int,
+                     better: Callable[[Sequence[jax.Array], Sequence[jax.Array]],
+                                      jax.Array]) -> tuple[jax.Array, ...]:
+  """Runs an attack `restarts` times and keeps, per example, the best run.
+
+  Run r uses the key `fold_in(key, r)`. The restarts are one rolled
+  `lax.fori_loop` (unrolling steps x restarts would blow up compile time;
+  the inner step loop carries the `unroll` choice).
+
+  Args:
+    run: `key -> (delta [B, ...], score_1 [B], ...)`, one attack run.
+    key: PRNG key.
+    restarts: static number of runs (>= 1).
+    better: `(new, best) -> bool [B]`, whether the new run beats the best
+      so far for each example (both are `run`'s output tuples).
+
+  Returns:
+    The per-example best `run` output tuple.
+  """
+  best = tuple(run(jax.random.fold_in(key, 0)))
+  if restarts == 1:
+    return best
+
+  def restart(r, best):
+    new = tuple(run(jax.random.fold_in(key, r)))
+    wins = better(new, best)
+    return tuple(
+        jnp.where(wins.reshape(wins.shape + (1,) * (n.ndim - 1)), n, o)
+        for n, o in zip(new, best))
+
+  return jax.lax.fori_loop(1, restarts, restart, best)
