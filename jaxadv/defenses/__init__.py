@@ -14,7 +14,6 @@ from jaxadv.defenses.metrics import detection_gap
 from jaxadv.defenses.metrics import ric
 from jaxadv.defenses.mixup_inference import MIOutput
 from jaxadv.defenses.mixup_inference import SamplePool
-from jaxadv.defenses.mixup_inference import default_chunk_size
 from jaxadv.defenses.mixup_inference import draw_partners
 from jaxadv.defenses.mixup_inference import make_pool
 from jaxadv.defenses.mixup_inference import mi_combined

@@ -216,7 +216,7 @@ def _transform_one_sample(transform: Transform, x: jax.Array,
 def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
                          *, transform: str | Transform = "gaussian",
                          num_samples: int = 50,
-                         chunk_size: Optional[int] | str = "auto",
+                         chunk_size: Optional[int] = None,
                          **transform_kwargs) -> jax.Array:
   """Averages softmax over random input transformations (the MI baselines).
 
@@ -227,9 +227,8 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
     transform: "gaussian", "rotation", "xie", "guo", or a callable
       `(image [H, W, C], key) -> image`.
     num_samples: N random draws per input (50 in Pang et al., 2020), static.
-    chunk_size: evaluate the draws `chunk_size` at a time (static; None: all
-      N x B in one vmapped forward; "auto": per backend, see
-      `jaxadv.defenses.mixup_inference.default_chunk_size`).
+    chunk_size: evaluate the draws `chunk_size` at a time (static, >= 1);
+      None (default): all N x B images in one vmapped forward.
     **transform_kwargs: keyword arguments of the named transform
       (e.g. `sigma=0.05`, `max_degrees=20.0`, `min_fraction=0.75`).
 
@@ -247,7 +246,7 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
     transform = TRANSFORMS[transform]
   if transform_kwargs:
     transform = functools.partial(transform, **transform_kwargs)
-  if chunk_size not in (None, "auto"):
+  if chunk_size is not None:
     validation.check_count(chunk_size, "chunk_size", 1)
 
   def one_sample(k):  # transform and forward fused per draw
@@ -255,6 +254,5 @@ def randomized_inference(logits_fn: LogitsFn, x: jax.Array, key: jax.Array,
                           axis=-1)
 
   probs = mixup_inference.map_samples(
-      one_sample, jax.random.split(key, num_samples), chunk_size,
-      batch_size=x.shape[0])
+      one_sample, jax.random.split(key, num_samples), chunk_size)
   return jnp.mean(probs, axis=0)

@@ -1,6 +1,6 @@
 """Mixup Inference: MI-PL, MI-OL and MI-Combined (Pang, Xu & Zhu, ICLR 2020).
 
-For an input `x` with prediction `y_hat = argmax F(x)`, Mixup Inference
+For an input `x` with base prediction `y_hat = argmax F(x)`, Mixup Inference
 averages the model's softmax over `num_samples` (N) mixtures of `x` with clean
 training images `x_s` drawn from a sample pool:
 
@@ -13,8 +13,9 @@ training images `x_s` drawn from a sample pool:
   decides (threshold 0.2) between the MI-PL output and MI-OL.
 
 The N mixed copies are evaluated as one batched forward of B x N images
-(the default on GPU/TPU), or `chunk_size` copies at a time through
-`jax.lax.map` (the measured default on CPU, and the way to bound memory);
+(`chunk_size=None`, the default), or `chunk_size` copies at a time through
+`jax.lax.map` (the way to bound memory, and faster on CPU, where a chunk of
+about 1,000 images keeps the activations in cache: see the benchmark);
 the copies are folded into the batch example-major, so a batch split over
 devices (`jaxadv.parallel.batch_parallel`) stays split. Partners are
 drawn independently for every example and sample. Everything is a pure
@@ -35,14 +36,6 @@ from jaxadv import validation
 from jaxadv.types import LogitsFn
 
 PARTNERS = ("pl", "ol")
-
-# Defaults of the paper (Pang et al., 2020, Sec. 4 and Appendix).
-MI_PL_DEFAULTS = {"lam": 0.5, "num_samples": 10, "pool_size": 1000}
-MI_OL_DEFAULTS = {"lam": 0.5, "num_samples": 30, "pool_size": 10000}
-MI_OL_IAT_LAM = 0.6
-MI_COMBINED_DEFAULTS = {"lam_pl": 0.5, "lam_ol": 0.5, "threshold": 0.2,
-                        "num_samples_pl": 5, "num_samples_ol": 15}
-
 
 class SamplePool(NamedTuple):
   """Clean training images indexed by class, the partners of Mixup Inference.
@@ -65,8 +58,13 @@ class MIOutput(NamedTuple):
   """What Mixup Inference returns for a batch of B inputs and C classes."""
   probs: jax.Array   # float32 [B, C], rows sum to 1: the averaged softmax
   gap: jax.Array     # float32 [B], max F(x) - max MI(x): the detection gap
-  y_hat: jax.Array   # int32 [B], argmax F(x): the prediction without MI
+  base_pred: jax.Array  # int32 [B], argmax F(x): the base model's, NOT MI's
   detected: Optional[jax.Array] = None  # bool [B] (MI-Combined: used MI-OL)
+
+  @property
+  def pred(self) -> jax.Array:
+    """int32 [B], Mixup Inference's prediction: `argmax(probs, -1)`."""
+    return jnp.argmax(self.probs, axis=-1).astype(jnp.int32)
 
 
 def make_pool(x: np.ndarray, y: np.ndarray, *, size: int, key: jax.Array,
@@ -141,38 +139,6 @@ def _check_lam(lam, name: str = "lam") -> None:
       raise ValueError(f"`{name}` must be in [0, 1]; got {lam}.")
 
 
-# XLA:CPU: images per chunk of mixed copies (`default_chunk_size`).
-CPU_CHUNK_IMAGES = 1024
-
-
-def default_chunk_size(backend: Optional[str] = None, *,
-                       batch_size: Optional[int] = None) -> Optional[int]:
-  """How many mixed copies to evaluate at once by default on `backend`.
-
-  On XLA:CPU the copies run through a `jax.lax.map` in chunks of about
-  `CPU_CHUNK_IMAGES` (1,024) images: `max(1, 1024 // batch_size)` copies of
-  the batch per step (1 when `batch_size` is not given). Measured on 2 cores,
-  N = 30, against 30 plain forwards of the batch (interleaved medians,
-  `experiments/benchmark_mi.py`): one vmapped forward of all N x B images is
-  1.3-1.4x slower (15,000 images' activations fall out of cache); chunks of
-  ~1,000 images are 0.93-1.06x at batch 500 (fast-AT net; Madry CNN 1.01x),
-  where one copy per step is 1.04-1.13x (Madry 1.05-1.07x), and 0.63-0.68x
-  at batch 100. On GPU/TPU the single N x B batch keeps the device busy, so
-  it is the default there.
-
-  Args:
-    backend: "cpu", "gpu", "tpu"...; default `jax.default_backend()`.
-    batch_size: B, the images per copy (static), if known.
-
-  Returns:
-    The chunk size (copies per step), or None for one N x B forward.
-  """
-  backend = backend or jax.default_backend()
-  if backend != "cpu":
-    return None
-  return max(1, CPU_CHUNK_IMAGES // batch_size) if batch_size else 1
-
-
 def _draw_one(pool: SamplePool, y_hat: jax.Array, key: jax.Array,
               partners: str) -> jax.Array:
   """One partner per example: [B, ...]."""
@@ -219,23 +185,18 @@ def draw_partners(pool: SamplePool, y_hat: jax.Array, key: jax.Array, *,
 
 
 def map_samples(fn: Callable[[jax.Array], jax.Array], keys: jax.Array,
-                chunk_size: Optional[int] | str = "auto", *,
-                batch_size: Optional[int] = None) -> jax.Array:
+                chunk_size: Optional[int] = None) -> jax.Array:
   """`fn(key) -> [B, C]` over N keys: vmapped, or `chunk_size` at a time.
 
   Args:
     fn: one random copy's output (e.g. its softmax).
     keys: [N] PRNG keys.
-    chunk_size: None (one vmapped call over all N), an int >= 1 (sequential
-      steps of `chunk_size` vmapped copies), or "auto"
-      (`default_chunk_size(batch_size=batch_size)`).
-    batch_size: B, the images each `fn` call evaluates, for "auto".
+    chunk_size: None (one vmapped call over all N) or an int >= 1
+      (sequential steps of `chunk_size` vmapped copies), static.
 
   Returns:
     The stacked outputs, [N, B, C].
   """
-  if chunk_size == "auto":
-    chunk_size = default_chunk_size(batch_size=batch_size)
   if chunk_size is None or chunk_size >= keys.shape[0]:
     return jax.vmap(fn)(keys)
   if chunk_size == 1:
@@ -246,7 +207,7 @@ def map_samples(fn: Callable[[jax.Array], jax.Array], keys: jax.Array,
 def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
                     key: jax.Array, *, lam=0.5, num_samples: int = 30,
                     partners: str = "ol",
-                    chunk_size: Optional[int] | str = "auto") -> MIOutput:
+                    chunk_size: Optional[int] = None) -> MIOutput:
   """Mixup Inference with partners from the predicted or the other classes.
 
   Pang, Xu & Zhu, "Mixup Inference: Better Exploiting Mixup to Defend
@@ -262,15 +223,15 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
       `lam = 1` gives back the base model's softmax.
     num_samples: N, the number of mixed copies per input (static, >= 1).
     partners: "pl" (MI-PL: class y_hat) or "ol" (MI-OL: other classes).
-    chunk_size: evaluate the N copies `chunk_size` at a time (static): None
-      evaluates all N x B in one vmapped forward, "auto" picks per backend
-      (`default_chunk_size`: ~1,024 images per chunk on CPU, None on
-      GPU/TPU). The output does
-      not depend on it (same draws, up to float summation order).
+    chunk_size: evaluate the N copies `chunk_size` at a time (static, >= 1):
+      None (default) evaluates all N x B images in one vmapped forward. The
+      output does not depend on it (same draws, up to float summation
+      order); on CPU, chunks of about 1,000 images are faster.
 
   Returns:
-    `MIOutput(probs [B, C], gap [B], y_hat [B])`; the MI prediction is
-    `argmax(probs, -1)`.
+    `MIOutput(probs [B, C], gap [B], base_pred [B])`; Mixup Inference's
+    prediction is `.pred` (`argmax(probs, -1)`), `base_pred` the base
+    model's.
 
   Raises:
     ValueError, TypeError: bad `x`, `lam` outside [0, 1], `num_samples < 1`,
@@ -278,7 +239,7 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
   """
   validation.check_images(x, "x")
   validation.check_count(num_samples, "num_samples", 1)
-  if chunk_size not in (None, "auto"):
+  if chunk_size is not None:
     validation.check_count(chunk_size, "chunk_size", 1)
   validation.check_choice(partners, "partners", PARTNERS)
   _check_lam(lam)
@@ -300,8 +261,6 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
     return probs.reshape(x.shape[0], keys.shape[0], -1).sum(axis=1)
 
   keys = jax.random.split(key, num_samples)
-  if chunk_size == "auto":
-    chunk_size = default_chunk_size(batch_size=x.shape[0])
   if chunk_size is None or chunk_size >= num_samples:
     total = copies(keys)
   else:  # sequential chunks of `chunk_size` copies, then the remainder
@@ -312,12 +271,12 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
       total = total + copies(keys[groups * chunk_size:])
   probs = total / num_samples
   gap = jnp.max(probs_x, -1) - jnp.max(probs, -1)
-  return MIOutput(probs=probs, gap=gap, y_hat=y_hat)
+  return MIOutput(probs=probs, gap=gap, base_pred=y_hat)
 
 
 def mi_pl(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
           key: jax.Array, *, lam=0.5, num_samples: int = 10,
-          chunk_size: Optional[int] | str = "auto") -> MIOutput:
+          chunk_size: Optional[int] = None) -> MIOutput:
   """MI-PL: Mixup Inference with partners of the predicted label.
 
   Pang, Xu & Zhu (ICLR 2020). Defaults: lam 0.5, N 10 (pool of 1,000).
@@ -331,7 +290,7 @@ def mi_pl(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
 
 def mi_ol(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
           key: jax.Array, *, lam=0.5, num_samples: int = 30,
-          chunk_size: Optional[int] | str = "auto") -> MIOutput:
+          chunk_size: Optional[int] = None) -> MIOutput:
   """MI-OL: Mixup Inference with partners of the other labels.
 
   Pang, Xu & Zhu (ICLR 2020). Defaults: lam 0.5 (0.6 for IAT models), N 30
@@ -346,7 +305,7 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
                 key: jax.Array, *, pool_ol: Optional[SamplePool] = None,
                 lam_pl=0.5, lam_ol=0.5, threshold=0.2,
                 num_samples_pl: int = 5, num_samples_ol: int = 15,
-                chunk_size: Optional[int] | str = "auto") -> MIOutput:
+                chunk_size: Optional[int] = None) -> MIOutput:
   """MI-Combined: MI-PL as a detector, MI-OL on the inputs it flags.
 
   Pang, Xu & Zhu (ICLR 2020). Computes MI-PL and its detection gap
@@ -363,7 +322,7 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
     num_samples_pl, num_samples_ol: N for each part (static).
 
   Returns:
-    `MIOutput(probs, gap=MI-PL's gap, y_hat, detected=[B] bool)`.
+    `MIOutput(probs, gap=MI-PL's gap, base_pred, detected=[B] bool)`.
 
   Raises:
     ValueError, TypeError: as in `mixup_inference`.
@@ -377,4 +336,5 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
              lam=lam_ol, num_samples=num_samples_ol, chunk_size=chunk_size)
   detected = pl.gap >= threshold
   probs = jnp.where(detected[:, None], ol.probs, pl.probs)
-  return MIOutput(probs=probs, gap=pl.gap, y_hat=pl.y_hat, detected=detected)
+  return MIOutput(probs=probs, gap=pl.gap, base_pred=pl.base_pred,
+                  detected=detected)
