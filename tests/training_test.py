@@ -2,6 +2,7 @@
 
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -87,11 +88,22 @@ def test_free_at_needs_fixed_batch_delta():
     training.free_at_step(replays=2)(state, _batch(0), jax.random.key(0))
 
 
-@pytest.mark.parametrize("loop,traced", [("unroll", 4), ("fori", 1)])
-def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch, loop,
-                                                          traced):
-  """One value_and_grad over (params, delta) per replay: 4 unrolled
-  replays trace it 4 times, a rolled loop traces its body once."""
+def _loops(jaxpr):
+  """(primitive, trip count) of every loop in `jaxpr`, nested ones included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in ("scan", "while"):
+      found.append((eqn.primitive.name, eqn.params.get("length")))
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      found += _loops(sub)
+  return found
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch, unroll):
+  """The replay loop's body (one replay) holds ONE value_and_grad over
+  (params, delta), in both loop forms: `lax.fori_loop` traces its body once
+  (unrolled or not), and the step is one loop of `replays` trips."""
   calls = []
   real = jax.value_and_grad
 
@@ -101,9 +113,10 @@ def test_free_at_makes_one_value_and_grad_call_per_replay(monkeypatch, loop,
 
   monkeypatch.setattr(jax, "value_and_grad", counting)
   state = _state(delta=True)
-  training.free_at_step(replays=4, loop=loop)(state, _batch(0),
-                                              jax.random.key(0))
-  assert calls == [(0, 1)] * traced
+  step = training.free_at_step(replays=4, unroll=unroll)
+  jaxpr = jax.make_jaxpr(step)(state, _batch(0), jax.random.key(0))
+  assert calls == [(0, 1)]
+  assert ("scan", 4) in _loops(jaxpr.jaxpr)
 
 
 @pytest.mark.parametrize("method", ["fgsm_rs", "pgd"])

@@ -11,6 +11,11 @@ from jaxadv.training.state import apply_model
 from jaxadv.training.state import create_train_state
 from jaxadv.training.state import current_attack_params
 from jaxadv.training.state import variables_of
+from jaxadv.training.steps import Mix
+from jaxadv.training.steps import Penalty
+from jaxadv.training.steps import Perturbation
+from jaxadv.training.steps import clean_inputs
+from jaxadv.training.steps import draw_mix
 from jaxadv.training.steps import fgsm_rs_step
 from jaxadv.training.steps import free_at_step
 from jaxadv.training.steps import iat_step
@@ -18,7 +23,9 @@ from jaxadv.training.steps import make_step
 from jaxadv.training.steps import mixup_step
 from jaxadv.training.steps import natural_step
 from jaxadv.training.steps import pgd_at_step
+from jaxadv.training.steps import step_key
 from jaxadv.training.vat import kl_divergence
+from jaxadv.training.vat import lds_regularizer
 from jaxadv.training.vat import lds_loss
 from jaxadv.training.vat import vat_step
 from jaxadv.training.vat import virtual_adversarial_perturbation

@@ -1,29 +1,35 @@
-"""Training steps: natural, K-PGD AT, FGSM-RS ("fast") AT and free AT.
+"""The training step skeleton and the trainers built on it.
 
-Every step is a pure function `(state, batch, key) -> (state, metrics)` meant
-for `jax.jit`; `batch` is `{"x": float32 [B, H, W, C] in [0, 1], "y": int32 [B]}`
-and the step folds `state.step` into `key` itself. The adversarial variants
-share one skeleton, `_update`: ONE `jax.value_and_grad` over (params, delta)
-that gives the parameter gradient and the perturbation gradient together.
-They differ only in how `delta` is produced:
+Every trainer is `make_step(perturb, ...)`: a pure function
+`step(state, batch, key) -> (state, metrics)` meant for `jax.jit`, with
+`batch = {"x": float32 [B, H, W, C] in [0, 1], "y": int32 [B]}`. A step
+derives its key once, `step_key(key, state) = fold_in(key, state.step)`,
+asks the trainer's `perturb` what to train on (a `Perturbation`: inputs,
+labels, `delta`, optional mixing and per-example weights), builds the loss
+from the state in one place and makes ONE `jax.value_and_grad` over
+(params, delta), which gives the parameter gradient and the perturbation
+gradient together. Trainers differ only in how `delta` (and mixing) is
+produced:
 
 * natural: `delta = 0`;
 * PGD AT (Madry et al., 2018): K PGD steps against the current parameters;
 * FGSM-RS (Wong, Rice & Kolter, 2020): one step of size alpha from U(-eps, eps);
-* free AT (Shafahi et al., 2019): `delta` lives in the state, is replayed
-  `replays` times per minibatch, and each replay's single backward pass also
-  updates it, `delta <- clip(delta + eps * sign(g_delta), -eps, eps)`.
-
-Mixup training (Zhang et al., 2018) and interpolated AT (Lamb et al., 2019)
-use the same skeleton with a `Mix`: the (possibly perturbed) inputs are mixed
-with a permutation of the batch, and the loss with the same permutation of
-the labels, `lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm])`, which is
-the cross-entropy against the mixed one-hot targets.
+* free AT (Shafahi et al., 2019): `delta` lives in the state, the minibatch is
+  replayed `replays` times, and each replay's single backward pass also
+  updates it, `delta <- clip(delta + eps * sign(g_delta), -eps, eps)`
+  (`make_step(..., replays=m, next_delta=...)`);
+* mixup (Zhang et al., 2018) and interpolated AT (Lamb et al., 2019): a
+  `Mix`; the (possibly perturbed) inputs are mixed with a permutation of the
+  batch and the loss with the same permutation of the labels,
+  `lam * CE(logits, y) + (1 - lam) * CE(logits, y[perm])`, the cross-entropy
+  against the mixed one-hot targets;
+* VAT (Miyato et al., 2018; `jaxadv.training.vat`): `delta = 0` plus a
+  `regularizer`, an extra loss term (the LDS) prepared from the state.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +42,12 @@ from jaxadv import projections
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.state import current_attack_params
+from jaxadv.types import Batch
+from jaxadv.types import Metrics
+from jaxadv.types import PyTree
 
-Batch = dict
-Metrics = dict
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
-Perturb = Callable[[TrainState, jax.Array, jax.Array, jax.Array], jax.Array]
+"""`step(state, batch, key) -> (state, metrics)`."""
 
 
 class Mix(NamedTuple):
@@ -49,8 +56,73 @@ class Mix(NamedTuple):
   perm: jax.Array  # int32 [B], the partner of each example
 
 
+class Perturbation(NamedTuple):
+  """What one update trains on: `clip(x + delta, 0, 1)`, optionally mixed.
+
+  Attributes:
+    x: float32 [B, ...] clean inputs in [0, 1].
+    y: int32 [B] labels.
+    delta: float32, the shape of `x`: the perturbation (a constant of the
+      update; its gradient is still computed, for free AT).
+    mix: when given, the inputs and the labels are mixed with `mix.perm`
+      and `mix.lam`; the loss is `lam * CE(y) + (1 - lam) * CE(y[perm])`.
+    weights: float32 [B] per-example loss weights (the loss is the batch
+      mean of `weights * loss`); None = uniform.
+  """
+  x: jax.Array
+  y: jax.Array
+  delta: jax.Array
+  mix: Optional[Mix] = None
+  weights: Optional[jax.Array] = None
+
+
+class Penalty(NamedTuple):
+  """An extra loss term of one update, prepared from the state (VAT's LDS).
+
+  Attributes:
+    loss: `params -> (term float32 [], metrics)`: the term is added to the
+      mean cross-entropy; the metrics (scalars) join the step's.
+    batch_stats: BatchNorm statistics to keep after the update instead of
+      those of the loss's forward pass; None keeps the loss pass's.
+  """
+  loss: Callable[[PyTree], tuple[jax.Array, Metrics]]
+  batch_stats: Any = None
+
+
+Perturb = Callable[[TrainState, Batch, jax.Array], Perturbation]
+"""`(state, batch, key) -> Perturbation`, at the current parameters."""
+
+Regularizer = Callable[[TrainState, Batch, jax.Array], Penalty]
+"""`(state, batch, key) -> Penalty`, at the current parameters."""
+
+NextDelta = Callable[[TrainState, jax.Array, jax.Array], jax.Array]
+"""`(state before the update, delta, g_delta) -> the next state.delta`."""
+
+
+def step_key(key: jax.Array, state: TrainState) -> jax.Array:
+  """The key of one step: `jax.random.fold_in(key, state.step)`.
+
+  Args:
+    key: the run's root key (the same at every step).
+    state: the state before the step.
+
+  Returns:
+    A key that differs at every step (a resumed run redraws the same keys).
+  """
+  return jax.random.fold_in(key, state.step)
+
+
 def draw_mix(key: jax.Array, batch_size: int, alpha: float) -> Mix:
-  """`lam ~ Beta(alpha, alpha)` and a random pairing of the batch."""
+  """`lam ~ Beta(alpha, alpha)` and a random pairing of the batch.
+
+  Args:
+    key: PRNG key.
+    batch_size: B, static.
+    alpha: the Beta parameter, > 0.
+
+  Returns:
+    A `Mix` with a float32 scalar `lam` and an int32 [B] permutation.
+  """
   k_lam, k_perm = jax.random.split(key)
   lam = jax.random.beta(k_lam, alpha, alpha).astype(jnp.float32)
   return Mix(lam, jax.random.permutation(k_perm, batch_size))
@@ -61,45 +133,123 @@ def _mixed(mix: Mix, a: jax.Array) -> jax.Array:
   return lam * a + (1.0 - lam) * a[mix.perm]
 
 
-def _update(state: TrainState, x: jax.Array, y: jax.Array,
-            delta: jax.Array, *, mix: Optional[Mix] = None,
-            weights: Optional[jax.Array] = None
-            ) -> tuple[TrainState, jax.Array, Metrics]:
-  """One optimizer update on `clip(x + delta, 0, 1)`; also returns grad_delta.
+def _loss_fn(state: TrainState, p: Perturbation, penalty: Optional[Penalty]):
+  """The loss of one update, `(params, delta) -> (loss, aux)`, from the state.
 
-  The perturbation gradient is free: it comes out of the same backward pass
-  as the parameter gradient (unused outputs are pruned by XLA under jit).
-
-  Args:
-    state, x, y, delta: the state, batch [B, ...] / [B] and perturbation.
-    mix: when given, the inputs `clip(x + delta)` and the labels are mixed
-      with `mix.perm` and `mix.lam` (mixup); the loss is then
-      `lam * CE(y) + (1 - lam) * CE(y[perm])`.
-    weights: float32 [B] per-example loss weights (mean over the batch of
-      `weights * loss`); None = uniform.
+  `aux` is (logits, the loss pass's batch_stats, metrics without accuracy).
   """
   def loss_fn(params, delta):
-    inputs = jnp.clip(x + delta, 0.0, 1.0)
-    if mix is not None:
-      inputs = _mixed(mix, inputs)
+    inputs = jnp.clip(p.x + delta, 0.0, 1.0)
+    if p.mix is not None:
+      inputs = _mixed(p.mix, inputs)
     logits, batch_stats = apply_model(state, params, inputs, train=True)
-    per_example = losses.cross_entropy(logits, y)
-    if mix is not None:
-      per_example = (mix.lam * per_example + (1.0 - mix.lam) *
-                     losses.cross_entropy(logits, y[mix.perm]))
-    if weights is not None:
-      per_example = weights * per_example
-    return jnp.mean(per_example), (logits, batch_stats)
+    per_example = losses.cross_entropy(logits, p.y)
+    if p.mix is not None:
+      per_example = (p.mix.lam * per_example + (1.0 - p.mix.lam) *
+                     losses.cross_entropy(logits, p.y[p.mix.perm]))
+    if p.weights is not None:
+      per_example = p.weights * per_example
+    loss = jnp.mean(per_example)
+    metrics = {"loss": loss}
+    if penalty is not None:
+      term, extra = penalty.loss(params)
+      metrics = {"loss": loss + term, "ce": loss, **extra}
+    return metrics["loss"], (logits, batch_stats, metrics)
 
-  grad_fn = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
-  (loss, (logits, batch_stats)), (g_params, g_delta) = grad_fn(state.params,
-                                                                delta)
-  state = state.apply_gradients(grads=g_params, batch_stats=batch_stats)
-  hits = jnp.argmax(logits, -1) == y
-  if mix is not None:  # mixup accuracy: agreement with the dominant label
-    hits = jnp.argmax(logits, -1) == jnp.where(mix.lam >= 0.5, y, y[mix.perm])
-  metrics = {"loss": loss, "accuracy": jnp.mean(hits)}
-  return state, g_delta, metrics
+  return loss_fn
+
+
+def _update(state: TrainState, p: Perturbation, penalty: Optional[Penalty],
+            next_delta: Optional[NextDelta]) -> tuple[TrainState, Metrics]:
+  """One optimizer update: ONE `jax.value_and_grad` over (params, delta).
+
+  The perturbation gradient comes out of the same backward pass as the
+  parameter gradient (unused, XLA prunes it under jit).
+  """
+  grad_fn = jax.value_and_grad(_loss_fn(state, p, penalty), argnums=(0, 1),
+                               has_aux=True)
+  delta = jax.lax.stop_gradient(p.delta)
+  (_, (logits, batch_stats, metrics)), (g_params, g_delta) = grad_fn(
+      state.params, delta)
+  if penalty is not None and penalty.batch_stats is not None:
+    batch_stats = penalty.batch_stats
+  new = state.apply_gradients(grads=g_params, batch_stats=batch_stats)
+  if next_delta is not None:
+    new = new.replace(delta=next_delta(state, delta, g_delta))
+  target = p.y
+  if p.mix is not None:  # mixup accuracy: agreement with the dominant label
+    target = jnp.where(p.mix.lam >= 0.5, p.y, p.y[p.mix.perm])
+  metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == target)
+  return new, metrics
+
+
+def _check_unroll(unroll: Optional[bool]) -> None:
+  if unroll is not None and not isinstance(unroll, bool):
+    raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
+
+
+def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
+              replays: Optional[int] = None,
+              next_delta: Optional[NextDelta] = None,
+              unroll: Optional[bool] = None) -> StepFn:
+  """The one step skeleton every trainer is built from.
+
+  Per step: `key = step_key(key, state)`; then (`replays` times, when
+  given) `perturb` and `regularizer` at the current parameters, and ONE
+  `jax.value_and_grad` over (params, delta) of
+
+      mean(weights * CE(model(mix(clip(x + delta, 0, 1))), y))  [+ penalty]
+
+  followed by the optimizer update (and `state.delta <- next_delta(...)`).
+
+  Args:
+    perturb: `(state, batch, key) -> Perturbation`: what to train on.
+    regularizer: `(state, batch, key) -> Penalty`: an extra loss term
+      (VAT's LDS); with it the metrics also hold "ce", the cross-entropy.
+    replays: None = one update per step; an int m >= 1 replays the batch m
+      times in a `jaxadv.loops.run_loop` (free AT), `state.step` advancing
+      by m and the metrics averaged over the replays (static).
+    next_delta: `(state, delta, g_delta) -> new state.delta`, called with
+      the state before each update (free AT's ascent); None leaves
+      `state.delta` alone.
+    unroll: the replay loop's form: True unrolled, False rolled, None
+      `jaxadv.loops.default_unroll()`.
+
+  Returns:
+    `step(state, batch, key) -> (state, metrics)`; metrics "loss" and
+    "accuracy" (float32 scalars), plus the penalty's.
+
+  Raises:
+    ValueError, TypeError: `replays < 1`, `replays` with a `regularizer`
+      (the replay loop averages "loss" and "accuracy" only), bad `unroll`.
+  """
+  if replays is not None:
+    validation.check_count(replays, "replays", 1)
+    if regularizer is not None:
+      raise ValueError("`replays` with a `regularizer` is not supported.")
+  _check_unroll(unroll)
+
+  def update(state: TrainState, batch: Batch, key: jax.Array):
+    p = perturb(state, batch, key)
+    penalty = None if regularizer is None else regularizer(state, batch, key)
+    return _update(state, p, penalty, next_delta)
+
+  def step(state: TrainState, batch: Batch, key: jax.Array):
+    key = step_key(key, state)
+    if replays is None:
+      return update(state, batch, key)
+
+    def replay(_, carry):
+      state, total = carry
+      state, metrics = update(state, batch, key)
+      return state, jax.tree.map(jnp.add, total, metrics)
+
+    zeros = {"loss": jnp.float32(0), "accuracy": jnp.float32(0)}
+    state, total = loops.run_loop(replays, replay, (state, zeros),
+                                  unroll=unroll)
+    return state, jax.tree.map(lambda v: v / replays, total)
+
+  return step
 
 
 def _check_attack_options(norm: str, steps: Optional[int] = None,
@@ -108,8 +258,7 @@ def _check_attack_options(norm: str, steps: Optional[int] = None,
   validation.check_choice(norm, "norm", projections.NORMS)
   if steps is not None:
     validation.check_count(steps, "steps", 0)
-  if unroll is not None and not isinstance(unroll, bool):
-    raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
+  _check_unroll(unroll)
 
 
 def _attack_loss_fn(state: TrainState) -> losses.LossFn:
@@ -119,29 +268,34 @@ def _attack_loss_fn(state: TrainState) -> losses.LossFn:
   return losses.make_loss_fn(logits_fn, "ce")
 
 
-def make_step(perturb: Perturb) -> StepFn:
-  """The shared skeleton: produce `delta` with `perturb`, then one update.
+def clean_inputs(state: TrainState, batch: Batch, key: jax.Array
+                 ) -> Perturbation:
+  """The `Perturb` of natural training: `delta = 0`."""
+  del state, key
+  return Perturbation(batch["x"], batch["y"], jnp.zeros_like(batch["x"]))
 
-  Args:
-    perturb: `(state, x, y, key) -> delta` with `x + delta` in the eps-ball
-      and in [0, 1]; its output is treated as a constant.
+
+def _pgd(*, steps: int, norm: str, random_start: bool,
+         unroll: Optional[bool]) -> Perturb:
+  """K PGD steps (eps, step size from `state.attack_params`) as a `Perturb`."""
+  def perturb(state, batch, key):
+    x, y = batch["x"], batch["y"]
+    eps, step_size = current_attack_params(state)
+    x_adv = attacks.pgd(_attack_loss_fn(state), x, y, key, eps=eps,
+                        step_size=step_size, steps=steps, norm=norm,
+                        random_start=random_start, unroll=unroll)
+    return Perturbation(x, y, x_adv - x)
+
+  return perturb
+
+
+def natural_step() -> StepFn:
+  """Natural (standard) training: `delta = 0`.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`.
   """
-  def step(state: TrainState, batch: Batch, key: jax.Array):
-    x, y = batch["x"], batch["y"]
-    key = jax.random.fold_in(key, state.step)
-    delta = jax.lax.stop_gradient(perturb(state, x, y, key))
-    state, _, metrics = _update(state, x, y, delta)
-    return state, metrics
-
-  return step
-
-
-def natural_step() -> StepFn:
-  """Natural (standard) training: `delta = 0`."""
-  return make_step(lambda state, x, y, key: jnp.zeros_like(x))
+  return make_step(clean_inputs)
 
 
 def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
@@ -159,19 +313,16 @@ def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
+  Returns:
+    `step(state, batch, key) -> (state, metrics)`; the metrics are those of
+    the adversarial batch.
+
   Raises:
     ValueError, TypeError: `steps < 0`, unknown `norm`, bad `unroll`.
   """
   _check_attack_options(norm, steps, unroll)
-
-  def perturb(state, x, y, key):
-    eps, step_size = current_attack_params(state)
-    x_adv = attacks.pgd(_attack_loss_fn(state), x, y, key, eps=eps,
-                        step_size=step_size, steps=steps, norm=norm,
-                        random_start=random_start, unroll=unroll)
-    return x_adv - x
-
-  return make_step(perturb)
+  return make_step(_pgd(steps=steps, norm=norm, random_start=random_start,
+                        unroll=unroll))
 
 
 def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
@@ -181,17 +332,46 @@ def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
   (alpha; 1.25 eps in the paper, 0.375 for eps 0.3 on MNIST), then one update:
   two forward-backward passes per step.
 
+  Args:
+    norm: "linf" or "l2".
+
+  Returns:
+    `step(state, batch, key) -> (state, metrics)`.
+
   Raises:
     ValueError: unknown `norm`.
   """
   _check_attack_options(norm)
-  def perturb(state, x, y, key):
+
+  def perturb(state, batch, key):
+    x, y = batch["x"], batch["y"]
     eps, step_size = current_attack_params(state)
     x_adv = attacks.fgsm_rs(_attack_loss_fn(state), x, y, key, eps=eps,
                             step_size=step_size, norm=norm)
-    return x_adv - x
+    return Perturbation(x, y, x_adv - x)
 
   return make_step(perturb)
+
+
+def _free_delta(state: TrainState, batch: Batch, key: jax.Array
+                ) -> Perturbation:
+  """Free AT's `Perturb`: the persistent `state.delta` (no randomness)."""
+  del key
+  x, y = batch["x"], batch["y"]
+  if state.delta is None or state.delta.shape != x.shape:
+    raise ValueError(
+        "free AT needs `state.delta` with the fixed batch shape "
+        f"{x.shape} (create_train_state(..., delta_shape=...), drop the "
+        f"last partial batch); got "
+        f"{None if state.delta is None else state.delta.shape}.")
+  return Perturbation(x, y, state.delta)
+
+
+def _free_ascent(state: TrainState, delta: jax.Array, g_delta: jax.Array
+                 ) -> jax.Array:
+  """`clip(delta + eps * sign(g_delta), -eps, eps)`, eps at `state.step`."""
+  eps, _ = current_attack_params(state)
+  return jnp.clip(delta + eps * jnp.sign(g_delta), -eps, eps)
 
 
 def free_at_step(*, replays: int, unroll: Optional[bool] = None) -> StepFn:
@@ -217,33 +397,8 @@ def free_at_step(*, replays: int, unroll: Optional[bool] = None) -> StepFn:
     ValueError, TypeError: `replays < 1` or bad `unroll`; at trace time,
       when `state.delta` is missing or its shape differs from the batch's.
   """
-  validation.check_count(replays, "replays", 1)
-  if unroll is not None and not isinstance(unroll, bool):
-    raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
-
-  def step(state: TrainState, batch: Batch, key: jax.Array):
-    del key  # Free AT has no randomness of its own.
-    x, y = batch["x"], batch["y"]
-    if state.delta is None or state.delta.shape != x.shape:
-      raise ValueError(
-          "free AT needs `state.delta` with the fixed batch shape "
-          f"{x.shape} (create_train_state(..., delta_shape=...), drop the "
-          f"last partial batch); got "
-          f"{None if state.delta is None else state.delta.shape}.")
-    def replay(_, carry):
-      state, total = carry
-      eps, _ = current_attack_params(state)
-      state, g_delta, metrics = _update(state, x, y, state.delta)
-      delta = jnp.clip(state.delta + eps * jnp.sign(g_delta), -eps, eps)
-      total = jax.tree.map(jnp.add, total, metrics)
-      return state.replace(delta=delta), total
-
-    zeros = {"loss": jnp.float32(0), "accuracy": jnp.float32(0)}
-    state, total = loops.run_loop(replays, replay, (state, zeros),
-                                  unroll=unroll)
-    return state, jax.tree.map(lambda v: v / replays, total)
-
-  return step
+  return make_step(_free_delta, replays=replays, next_delta=_free_ascent,
+                   unroll=unroll)
 
 
 def _check_alpha(alpha: float) -> None:
@@ -255,8 +410,8 @@ def _check_alpha(alpha: float) -> None:
 def mixup_step(*, alpha: float = 1.0) -> StepFn:
   """Mixup training (Zhang, Cisse, Dauphin & Lopez-Paz, ICLR 2018).
 
-  Per step (key folded with `state.step`): `lam ~ Beta(alpha, alpha)` and a
-  random permutation `perm` of the batch; trains on
+  Per step: `lam ~ Beta(alpha, alpha)` and a random permutation `perm` of
+  the batch (`draw_mix` with the step key); trains on
   `x~ = lam x + (1 - lam) x[perm]` with targets
   `y~ = lam onehot(y) + (1 - lam) onehot(y[perm])`. One forward-backward pass,
   the cost of a natural step.
@@ -266,21 +421,19 @@ def mixup_step(*, alpha: float = 1.0) -> StepFn:
       networks). Python float.
 
   Returns:
-    `step(state, batch, key) -> (state, metrics)`.
+    `step(state, batch, key) -> (state, metrics)`; "accuracy" is the
+    agreement with the dominant label of each mixed pair.
 
   Raises:
     ValueError: `alpha <= 0`.
   """
   _check_alpha(alpha)
 
-  def step(state: TrainState, batch: Batch, key: jax.Array):
-    x, y = batch["x"], batch["y"]
-    key = jax.random.fold_in(key, state.step)
-    mix = draw_mix(key, x.shape[0], alpha)
-    state, _, metrics = _update(state, x, y, jnp.zeros_like(x), mix=mix)
-    return state, metrics
+  def perturb(state, batch, key):
+    p = clean_inputs(state, batch, key)
+    return p._replace(mix=draw_mix(key, p.x.shape[0], alpha))
 
-  return step
+  return make_step(perturb)
 
 
 def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
@@ -305,7 +458,8 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
   Returns:
-    `step(state, batch, key) -> (state, metrics)`.
+    `step(state, batch, key) -> (state, metrics)`; metrics of the doubled
+    batch [clean, adversarial].
 
   Raises:
     ValueError, TypeError: `alpha <= 0`, `adv_ratio` outside [0, 1],
@@ -315,30 +469,25 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
   _check_attack_options(norm, steps, unroll)
   if not 0.0 <= adv_ratio <= 1.0:
     raise ValueError(f"`adv_ratio` must be in [0, 1]; got {adv_ratio}.")
+  pgd = _pgd(steps=steps, norm=norm, random_start=random_start, unroll=unroll)
 
-  def step(state: TrainState, batch: Batch, key: jax.Array):
+  def perturb(state, batch, key):
     x, y = batch["x"], batch["y"]
-    key = jax.random.fold_in(key, state.step)
     k_pgd, k_clean, k_adv = jax.random.split(key, 3)
-    eps, step_size = current_attack_params(state)
-    x_adv = attacks.pgd(_attack_loss_fn(state), x, y, k_pgd, eps=eps,
-                        step_size=step_size, steps=steps, norm=norm,
-                        random_start=random_start, unroll=unroll)
-    delta = jax.lax.stop_gradient(x_adv - x)
+    delta = jax.lax.stop_gradient(pgd(state, batch, k_pgd).delta)
     b = x.shape[0]
-    clean, adv = draw_mix(k_clean, b, alpha), draw_mix(k_adv, b, alpha)
+    clean_mix, adv_mix = draw_mix(k_clean, b, alpha), draw_mix(k_adv, b, alpha)
     # One mix over the doubled batch: each half pairs only within itself.
-    mix = Mix(lam=jnp.concatenate([jnp.full((b,), clean.lam),
-                                   jnp.full((b,), adv.lam)]),
-              perm=jnp.concatenate([clean.perm, adv.perm + b]))
+    mix = Mix(lam=jnp.concatenate([jnp.full((b,), clean_mix.lam),
+                                   jnp.full((b,), adv_mix.lam)]),
+              perm=jnp.concatenate([clean_mix.perm, adv_mix.perm + b]))
     weights = 2.0 * jnp.concatenate([jnp.full((b,), 1.0 - adv_ratio),
                                      jnp.full((b,), adv_ratio)])
-    state, _, metrics = _update(
-        state, jnp.concatenate([x, x]), jnp.concatenate([y, y]),
-        jnp.concatenate([jnp.zeros_like(x), delta]), mix=mix, weights=weights)
-    return state, metrics
+    return Perturbation(jnp.concatenate([x, x]), jnp.concatenate([y, y]),
+                        jnp.concatenate([jnp.zeros_like(x), delta]),
+                        mix=mix, weights=weights)
 
-  return step
+  return make_step(perturb)
 
 
 def _bcast(lam: jax.Array, ndim: int) -> jax.Array:

@@ -28,7 +28,7 @@ authors' code (`update_batch_stats=False`).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,9 +38,12 @@ from jaxadv import losses
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.state import current_attack_params
-from jaxadv.training.steps import Batch
+from jaxadv.training.steps import Penalty
+from jaxadv.training.steps import Regularizer
 from jaxadv.training.steps import StepFn
-
+from jaxadv.training.steps import clean_inputs
+from jaxadv.training.steps import make_step
+from jaxadv.types import Batch
 from jaxadv.types import LogitsFn
 
 _TINY = 1e-30       # max-abs floor (gradients of order xi^2 are ~1e-12)
@@ -163,6 +166,63 @@ def lds_loss(logits_fn: LogitsFn, x: jax.Array, key: jax.Array, *, eps,
   return kl_divergence(logits, logits_fn(x + r_adv))
 
 
+def lds_regularizer(*, eps: Optional[float] = None, xi: float = 1e-6,
+                    iterations: int = 1, alpha: float = 1.0) -> Regularizer:
+  """VAT's extra loss term `alpha * mean LDS(x_u)` for `make_step`.
+
+  Miyato et al., TPAMI 2018. `x_u` is `batch["x_ul"]` (an unlabelled batch
+  of any size) or, without it, the labelled `batch["x"]`. At the current
+  parameters (a constant of the update): the clean logits `p(.|x_u)` and
+  `r_adv` (power iteration with the step key); the term differentiates only
+  through `p(.|x_u + r_adv)`. The BatchNorm statistics kept are those of the
+  clean pass over `x_u`; the perturbed passes leave them alone.
+
+  Args:
+    eps: L2 radius of `r_adv` per example, pixel units; None reads it from
+      `state.attack_params` (traced).
+    xi: power-iteration finite-difference step.
+    iterations: power-iteration steps, static.
+    alpha: weight of the LDS term.
+
+  Returns:
+    `(state, batch, key) -> Penalty` whose term reports the metric "lds"
+    (the unweighted mean LDS, nats).
+
+  Raises:
+    ValueError, TypeError: `iterations < 1` / not an int, or negative `eps`,
+      `xi` or `alpha`.
+  """
+  validation.check_count(iterations, "iterations", 1)
+  if eps is not None:
+    validation.check_nonnegative(eps, "eps")
+  validation.check_nonnegative(xi, "xi")
+  validation.check_nonnegative(alpha, "alpha")
+
+  def regularizer(state: TrainState, batch: Batch, key: jax.Array) -> Penalty:
+    x_u = batch.get("x_ul", batch["x"])
+
+    def perturbed_logits(params):
+      # Train-mode BatchNorm, running statistics left alone.
+      return lambda z: apply_model(state, params, z, train=True)[0]
+
+    # p(.|x_u) and r_adv at the current parameters: constants of the update.
+    logits_u, batch_stats = apply_model(state, state.params, x_u, train=True)
+    logits_u = jax.lax.stop_gradient(logits_u)
+    radius = current_attack_params(state)[0] if eps is None else eps
+    r_adv = virtual_adversarial_perturbation(
+        perturbed_logits(state.params), x_u, key, eps=radius, xi=xi,
+        iterations=iterations, logits=logits_u)
+
+    def term(params):
+      lds = jnp.mean(kl_divergence(logits_u,
+                                   perturbed_logits(params)(x_u + r_adv)))
+      return alpha * lds, {"lds": lds}
+
+    return Penalty(term, batch_stats)
+
+  return regularizer
+
+
 def vat_step(*, eps: Optional[float] = None, xi: float = 1e-6,
              iterations: int = 1, alpha: float = 1.0) -> StepFn:
   """A virtual adversarial training step, supervised or semi-supervised.
@@ -173,11 +233,12 @@ def vat_step(*, eps: Optional[float] = None, xi: float = 1e-6,
 
   where `x_u` is `batch["x_ul"]` (semi-supervised: an unlabelled batch of
   any size) or, when the batch has no "x_ul", the labelled `batch["x"]`
-  itself (supervised VAT). ONE `jax.value_and_grad` per update; the power
+  itself (supervised VAT): `make_step` with `delta = 0` and
+  `lds_regularizer`. ONE `jax.value_and_grad` per update; the power
   iteration differentiates with respect to the perturbation only, at the
-  current parameters, and `p(.|x_u)` is a constant. The step key is folded
-  with `state.step`. BatchNorm running statistics follow the clean pass over
-  `x_u` (the unlabelled batch when there is one).
+  current parameters, and `p(.|x_u)` is a constant. BatchNorm running
+  statistics follow the clean pass over `x_u` (the unlabelled batch when
+  there is one).
 
   Args:
     eps: L2 radius of `r_adv` per example, pixel units; None (the default)
@@ -198,41 +259,5 @@ def vat_step(*, eps: Optional[float] = None, xi: float = 1e-6,
     ValueError, TypeError: `iterations < 1` / not an int, or negative `eps`,
       `xi` or `alpha`.
   """
-  validation.check_count(iterations, "iterations", 1)
-  if eps is not None:
-    validation.check_nonnegative(eps, "eps")
-  validation.check_nonnegative(xi, "xi")
-  validation.check_nonnegative(alpha, "alpha")
-
-  def step(state: TrainState, batch: Batch, key: jax.Array):
-    x, y = batch["x"], batch["y"]
-    x_u = batch.get("x_ul", x)
-    key = jax.random.fold_in(key, state.step)
-
-    def perturbed_logits(params):
-      # Train-mode BatchNorm, running statistics left alone.
-      return lambda z: apply_model(state, params, z, train=True)[0]
-
-    # p(.|x_u) and r_adv at the current parameters: constants of the update.
-    logits_u, batch_stats = apply_model(state, state.params, x_u, train=True)
-    logits_u = jax.lax.stop_gradient(logits_u)
-    radius = current_attack_params(state)[0] if eps is None else eps
-    r_adv = virtual_adversarial_perturbation(
-        perturbed_logits(state.params), x_u, key, eps=radius, xi=xi,
-        iterations=iterations, logits=logits_u)
-
-    def loss_fn(params):
-      logits, _ = apply_model(state, params, x, train=True)
-      ce = jnp.mean(losses.cross_entropy(logits, y))
-      lds = jnp.mean(kl_divergence(logits_u,
-                                   perturbed_logits(params)(x_u + r_adv)))
-      return ce + alpha * lds, (logits, ce, lds)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (logits, ce, lds)), grads = grad_fn(state.params)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    metrics = {"loss": loss, "ce": ce, "lds": lds,
-               "accuracy": jnp.mean(jnp.argmax(logits, -1) == y)}
-    return state, metrics
-
-  return step
+  return make_step(clean_inputs, regularizer=lds_regularizer(
+      eps=eps, xi=xi, iterations=iterations, alpha=alpha))
