@@ -210,6 +210,8 @@ def test_vat_experiment_test_config_on_real_mnist(tmp_path):
   records = vat_exp.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
+  if isinstance(saved, dict):  # {"environment": ..., "records": [...]}
+    saved = saved["records"]
   assert saved == records
   assert [r["method"] for r in saved] == list(config.methods)
   for r in saved:
