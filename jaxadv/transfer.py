@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxadv import parallel
 from jaxadv import validation
 from jaxadv import attacks
 from jaxadv import losses
@@ -137,7 +138,7 @@ def craft(apply_fns: Sequence[ApplyFn], variables: Sequence[Any],
   y = np.asarray(y, np.int32)
   out = np.empty_like(np.asarray(x, np.float32))
   eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
-  for i, (chunk, n) in enumerate(robust._padded_batches(np.arange(len(x)),
+  for i, (chunk, n) in enumerate(parallel.padded_batches(np.arange(len(x)),
                                                         batch_size)):
     x_adv = _craft_batch(tuple(apply_fns), tuple(variables), x[chunk],
                          y[chunk], jax.random.fold_in(key, i), eps_a, step_a,

@@ -27,6 +27,8 @@ from PIL import Image
 
 from jaxadv import data
 from jaxadv.data import builders
+from jaxadv.data import checksums
+from jaxadv.data import parsers
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _ENV_DATA_DIR = os.environ.get("JAXADV_DATA_DIR")
@@ -177,10 +179,10 @@ def test_mnist_label_counts(mnist):
 def test_mnist_matches_raw_idx_files_exactly(mnist, raw_dir, split, prefix):
   """Lossless PNG round trip and original order: x * 255 is the raw IDX data."""
   x, y = mnist[split]
-  raw_x = builders.read_idx_images(
+  raw_x = parsers.read_idx_images(
       raw_dir / "mnist" / f"{prefix}-images-idx3-ubyte.gz"
   )
-  raw_y = builders.read_idx_labels(
+  raw_y = parsers.read_idx_labels(
       raw_dir / "mnist" / f"{prefix}-labels-idx1-ubyte.gz"
   )
   assert np.array_equal(x, raw_x.astype(np.float32) / 255)
@@ -307,15 +309,15 @@ def test_fashion_mnist(fashion, split, per_class):
 
 @needs_data
 def test_checksums_of_shared_files_pass(raw_dir):
-  listed = builders.read_sha256sums(raw_dir / "SHA256SUMS")
-  assert set(listed) == set(builders.KNOWN_SHA256) - {
+  listed = checksums.read_sha256sums(raw_dir / "SHA256SUMS")
+  assert set(listed) == set(checksums.KNOWN_SHA256) - {
       "cifar10/cifar-10-python.tar.gz"
   }
   for rel, digest in listed.items():
     dataset, filename = rel.split("/")
-    assert digest in builders.KNOWN_SHA256[rel]
+    assert digest in checksums.KNOWN_SHA256[rel]
     assert (
-        builders.verify_sha256(
+        checksums.verify_sha256(
             raw_dir / rel, dataset, filename, raw_dir / dataset
         )
         == digest
@@ -333,14 +335,14 @@ def test_corrupted_file_raises(raw_dir, tmp_path, monkeypatch):
   blob = bytearray(bad.read_bytes())
   blob[len(blob) // 2] ^= 0xFF
   bad.write_bytes(bytes(blob))
-  actual = builders.sha256_of_file(bad)
+  actual = checksums.sha256_of_file(bad)
   with pytest.raises(ValueError) as err:
     data.load(
         "mnist", "test", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "raw"
     )
   msg = str(err.value)
   assert str(bad) in msg and actual in msg
-  assert builders.KNOWN_SHA256["mnist/t10k-labels-idx1-ubyte.gz"][0] in msg
+  assert checksums.KNOWN_SHA256["mnist/t10k-labels-idx1-ubyte.gz"][0] in msg
   assert not (tmp_path / "tfds" / "jaxadv_mnist" / "1.0.0").exists()
 
 
@@ -349,19 +351,19 @@ def test_sha256sums_file_overrides_known_digests(tmp_path):
   folder.mkdir()
   f = folder / "t10k-labels-idx1-ubyte.gz"
   f.write_bytes(b"not really mnist")
-  digest = builders.sha256_of_file(f)
+  digest = checksums.sha256_of_file(f)
   with pytest.raises(ValueError, match="SHA-256 mismatch"):
-    builders.verify_sha256(f, "mnist", f.name, folder)
+    checksums.verify_sha256(f, "mnist", f.name, folder)
   # Root-level SHA256SUMS, $JAXADV_DATA_DIR layout.
   (tmp_path / "SHA256SUMS").write_text(f"{digest}  mnist/{f.name}\n")
-  assert builders.verify_sha256(f, "mnist", f.name, folder) == digest
+  assert checksums.verify_sha256(f, "mnist", f.name, folder) == digest
   # A per-dataset SHA256SUMS wins over the root one.
   (folder / "SHA256SUMS").write_text(f"# comment\n{'0' * 64} *{f.name}\n")
   with pytest.raises(ValueError, match="0" * 64):
-    builders.verify_sha256(f, "mnist", f.name, folder)
+    checksums.verify_sha256(f, "mnist", f.name, folder)
   (folder / "SHA256SUMS").write_text("garbage\n")
   with pytest.raises(ValueError, match="malformed"):
-    builders.verify_sha256(f, "mnist", f.name, folder)
+    checksums.verify_sha256(f, "mnist", f.name, folder)
 
 
 def test_missing_files_error_names_expected_files(tmp_path, monkeypatch):
@@ -477,7 +479,7 @@ def test_cifar10_tarball_builder(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="SHA-256 mismatch"):
     data.load("cifar10", "train", data_dir=tmp_path / "tfds", manual_dir=raw)
   (raw / "SHA256SUMS").write_text(
-      f"{builders.sha256_of_file(tarball)}  cifar10/cifar-10-python.tar.gz\n"
+      f"{checksums.sha256_of_file(tarball)}  cifar10/cifar-10-python.tar.gz\n"
   )
 
   x, y = data.load(
@@ -509,9 +511,9 @@ def test_cifar10_download_path(tmp_path, monkeypatch):
       tarball, per_batch=2, rng=np.random.default_rng(1)
   )
   monkeypatch.setitem(
-      builders.KNOWN_SHA256,
+      checksums.KNOWN_SHA256,
       "cifar10/cifar-10-python.tar.gz",
-      (builders.sha256_of_file(tarball),),
+      (checksums.sha256_of_file(tarball),),
   )
   monkeypatch.setattr(builders, "_host_reachable", lambda *a, **k: True)
   requested = []

@@ -27,7 +27,8 @@ canonical URL with the tfds download manager; ``cifar10_jpeg`` has no URL.
 Every raw file is verified against known SHA-256 digests (hard-coded below, or
 from a ``SHA256SUMS`` file in the data folder) before it is parsed.
 
-Preparation and reading only need numpy and Pillow: images are encoded as
+Checksums live in `jaxadv.data.checksums` and the raw-file parsers in
+`jaxadv.data.parsers`. Preparation and reading only need numpy and Pillow: images are encoded as
 PNG with Pillow (the JPEG bytes of ``cifar10_jpeg`` are stored unchanged), and
 the prepared ``array_record`` files are read with `tfds.data_source`, so
 TensorFlow is never imported.
@@ -35,13 +36,8 @@ TensorFlow is never imported.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import os
-import pickle
 import socket
-import tarfile
 import urllib.parse
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -50,15 +46,17 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
+
+from jaxadv.data.checksums import verify_sha256
+from jaxadv.data.parsers import encode_png
+from jaxadv.data.parsers import read_cifar10_tarball
+from jaxadv.data.parsers import read_idx_images
+from jaxadv.data.parsers import read_idx_labels
 
 #: Environment variable naming the folder with the raw files. It contains one
 #: sub-folder per dataset: ``mnist/``, ``fashion_mnist/``, ``cifar10/``,
 #: ``cifar10_jpeg/``.
 DATA_DIR_ENV = "JAXADV_DATA_DIR"
-
-#: Name of the optional checksum file (``sha256sum`` format) in a data folder.
-SHA256SUMS_FILENAME = "SHA256SUMS"
 
 MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
@@ -86,52 +84,6 @@ CIFAR10_CLASS_NAMES: tuple[str, ...] = (
     "truck",
 )
 
-#: Accepted SHA-256 digests of raw files, keyed by ``<dataset>/<file name>``.
-#: For the IDX files two digests are accepted: the file as served by the
-#: canonical URL (digest from the tfds checksum registry) and the re-gzipped
-#: copy in the shared data folder (same content, different gzip header and
-#: compression level).
-KNOWN_SHA256: dict[str, tuple[str, ...]] = {
-    "mnist/train-images-idx3-ubyte.gz": (
-        "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    ),
-    "mnist/train-labels-idx1-ubyte.gz": (
-        "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    ),
-    "mnist/t10k-images-idx3-ubyte.gz": (
-        "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    ),
-    "mnist/t10k-labels-idx1-ubyte.gz": (
-        "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    ),
-    "fashion_mnist/train-images-idx3-ubyte.gz": (
-        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-    ),
-    "fashion_mnist/train-labels-idx1-ubyte.gz": (
-        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-    ),
-    "fashion_mnist/t10k-images-idx3-ubyte.gz": (
-        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-    ),
-    "fashion_mnist/t10k-labels-idx1-ubyte.gz": (
-        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-    ),
-    "cifar10/cifar-10-python.tar.gz": (
-        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-    ),
-    "cifar10_jpeg/cifar10_jpeg.zip": (
-        "42965d26d1d6aa5e045c0ed428e25f0ff14acc5bf087afab86818805ca8dc64e",
-    ),
-}
-
 _MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -141,258 +93,6 @@ _MNIST_FILES = {
 
 _CIFAR10_TARBALL = "cifar-10-python.tar.gz"
 _CIFAR10_JPEG_ZIP = "cifar10_jpeg.zip"
-
-
-# ---------------------------------------------------------------------------
-# Checksums.
-# ---------------------------------------------------------------------------
-
-
-def sha256_of_file(
-    path: os.PathLike[str] | str, chunk_bytes: int = 1 << 20
-) -> str:
-  """Returns the SHA-256 hex digest of a file.
-
-  Args:
-    path: File to hash.
-    chunk_bytes: Read size in bytes.
-
-  Returns:
-    Lower-case hex digest (64 characters).
-  """
-  digest = hashlib.sha256()
-  with open(os.fspath(path), "rb") as f:
-    while chunk := f.read(chunk_bytes):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def read_sha256sums(path: os.PathLike[str] | str) -> dict[str, str]:
-  """Parses a ``sha256sum``-style file into ``{relative path: digest}``.
-
-  Lines look like ``<64 hex digits>  <relative path>`` (a ``*`` before the
-  path, binary mode, is accepted). Blank lines and ``#`` comments are
-  skipped; malformed lines raise.
-
-  Args:
-    path: The ``SHA256SUMS`` file.
-
-  Returns:
-    Mapping from the path as written (``/`` separators, no leading ``./``)
-    to the lower-case digest.
-
-  Raises:
-    ValueError: If a line is malformed.
-  """
-  sums: dict[str, str] = {}
-  text = epath.Path(path).read_text()
-  for lineno, line in enumerate(text.splitlines(), start=1):
-    line = line.strip()
-    if not line or line.startswith("#"):
-      continue
-    parts = line.split(maxsplit=1)
-    digest = parts[0].lower()
-    if (
-        len(parts) != 2
-        or len(digest) != 64
-        or any(c not in "0123456789abcdef" for c in digest)
-    ):
-      raise ValueError(f"{path}:{lineno}: malformed SHA256SUMS line: {line!r}")
-    name = parts[1].strip().lstrip("*").replace("\\", "/")
-    while name.startswith("./"):
-      name = name[2:]
-    sums[name] = digest
-  return sums
-
-
-def expected_sha256(
-    dataset: str, filename: str, folder: os.PathLike[str] | str | None
-) -> tuple[tuple[str, ...], str]:
-  """Returns the accepted digests of a raw file and where they come from.
-
-  A ``SHA256SUMS`` file takes precedence over the hard-coded digests:
-  ``<folder>/SHA256SUMS`` listing ``<filename>``, then
-  ``<folder>/../SHA256SUMS`` listing ``<dataset>/<filename>`` (the layout of
-  ``$JAXADV_DATA_DIR``). Otherwise `KNOWN_SHA256` is used.
-
-  Args:
-    dataset: Public dataset name, e.g. ``"mnist"``.
-    filename: Raw file name, e.g. ``"t10k-images-idx3-ubyte.gz"``.
-    folder: Folder holding the raw file, or None for a downloaded file.
-
-  Returns:
-    ``(digests, source)``: the accepted lower-case hex digests (possibly
-    empty when the file is unknown) and a human-readable source.
-  """
-  if folder is not None:
-    folder = epath.Path(folder)
-    candidates = (
-        (folder / SHA256SUMS_FILENAME, filename),
-        (folder.parent / SHA256SUMS_FILENAME, f"{dataset}/{filename}"),
-    )
-    for sums_path, key in candidates:
-      if sums_path.is_file():
-        sums = read_sha256sums(sums_path)
-        if key in sums:
-          return (sums[key],), os.fspath(sums_path)
-  return (
-      KNOWN_SHA256.get(f"{dataset}/{filename}", ()),
-      "jaxadv.data.builders.KNOWN_SHA256",
-  )
-
-
-def verify_sha256(
-    path: os.PathLike[str] | str,
-    dataset: str,
-    filename: str,
-    folder: os.PathLike[str] | str | None,
-) -> str:
-  """Checks a raw file against its accepted SHA-256 digests.
-
-  Args:
-    path: The file to check.
-    dataset: Public dataset name, e.g. ``"mnist"``.
-    filename: Raw file name used to look up the digest.
-    folder: Folder in which to look for ``SHA256SUMS`` (see
-      `expected_sha256`), or None.
-
-  Returns:
-    The actual digest.
-
-  Raises:
-    ValueError: If the digest is not an accepted one; the message names the
-      file, the expected and the actual digest.
-  """
-  expected, source = expected_sha256(dataset, filename, folder)
-  actual = sha256_of_file(path)
-  if actual not in expected:
-    raise ValueError(
-        f"SHA-256 mismatch for {os.fspath(path)}: expected "
-        f"{' or '.join(expected) if expected else '<no known digest>'} "
-        f"(from {source}), actual {actual}. The file is corrupt, truncated "
-        "or not the expected file; delete it and get a fresh copy (or, for "
-        "a deliberately different file, list its digest in a "
-        f"{SHA256SUMS_FILENAME} file next to it)."
-    )
-  return actual
-
-
-# ---------------------------------------------------------------------------
-# Raw file parsers (pure numpy, no TensorFlow).
-# ---------------------------------------------------------------------------
-
-
-def read_idx_images(path: os.PathLike[str] | str) -> np.ndarray:
-  """Reads a gzipped IDX3 image file (MNIST format).
-
-  Args:
-    path: ``*-images-idx3-ubyte.gz`` file.
-
-  Returns:
-    uint8 array [N, rows, cols, 1].
-
-  Raises:
-    ValueError: If the header or size is wrong.
-  """
-  with gzip.open(os.fspath(path), "rb") as f:
-    raw = f.read()
-  header = np.frombuffer(raw, dtype=">u4", count=4)
-  if len(raw) < 16 or header[0] != 0x00000803:
-    raise ValueError(
-        f"{path}: not an IDX3 uint8 image file (magic {header[0]:#x})"
-    )
-  n, rows, cols = (int(v) for v in header[1:])
-  if len(raw) != 16 + n * rows * cols:
-    raise ValueError(
-        f"{path}: expected {16 + n * rows * cols} bytes, got {len(raw)}"
-    )
-  return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols, 1)
-
-
-def read_idx_labels(path: os.PathLike[str] | str) -> np.ndarray:
-  """Reads a gzipped IDX1 label file (MNIST format).
-
-  Args:
-    path: ``*-labels-idx1-ubyte.gz`` file.
-
-  Returns:
-    uint8 array [N].
-
-  Raises:
-    ValueError: If the header or size is wrong.
-  """
-  with gzip.open(os.fspath(path), "rb") as f:
-    raw = f.read()
-  header = np.frombuffer(raw, dtype=">u4", count=2)
-  if len(raw) < 8 or header[0] != 0x00000801:
-    raise ValueError(
-        f"{path}: not an IDX1 uint8 label file (magic {header[0]:#x})"
-    )
-  n = int(header[1])
-  if len(raw) != 8 + n:
-    raise ValueError(f"{path}: expected {8 + n} bytes, got {len(raw)}")
-  return np.frombuffer(raw, dtype=np.uint8, offset=8)
-
-
-def read_cifar10_tarball(
-    path: os.PathLike[str] | str, split: str
-) -> tuple[np.ndarray, np.ndarray]:
-  """Reads one split of the CIFAR-10 python tarball.
-
-  The tarball holds ``cifar-10-batches-py/data_batch_{1..5}`` (train, in
-  that order) and ``cifar-10-batches-py/test_batch``: pickled dicts with
-  ``b"data"`` (uint8 [N, 3072], channel-major) and ``b"labels"`` (list of
-  int). The pickles are only loaded after the tarball's SHA-256 was checked.
-
-  Args:
-    path: ``cifar-10-python.tar.gz``.
-    split: ``"train"`` or ``"test"``.
-
-  Returns:
-    ``(images, labels)``: uint8 [N, 32, 32, 3] and int64 [N].
-
-  Raises:
-    ValueError: If a batch is missing or malformed.
-  """
-  names = (
-      [f"data_batch_{i}" for i in range(1, 6)]
-      if split == "train"
-      else ["test_batch"]
-  )
-  found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-  with tarfile.open(os.fspath(path), "r:*") as tar:
-    for member in tar:
-      base = member.name.rsplit("/", 1)[-1]
-      if not member.isfile() or base not in names:
-        continue
-      f = tar.extractfile(member)
-      assert f is not None
-      batch = pickle.load(f, encoding="bytes")
-      data = np.asarray(batch[b"data"], dtype=np.uint8)
-      labels = np.asarray(batch[b"labels"], dtype=np.int64)
-      if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise ValueError(
-            f"{path}:{member.name}: malformed batch, data {data.shape}, "
-            f"{len(labels)} labels"
-        )
-      found[base] = (data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
-  missing = [n for n in names if n not in found]
-  if missing:
-    raise ValueError(f"{path}: missing CIFAR-10 batches {missing}")
-  images = np.concatenate([found[n][0] for n in names])
-  labels = np.concatenate([found[n][1] for n in names])
-  return images, labels
-
-
-def encode_png(image: np.ndarray) -> bytes:
-  """Encodes a uint8 [H, W, C] image (C in {1, 3}) as PNG bytes with Pillow."""
-  if image.shape[-1] == 1:
-    image = image[..., 0]
-  buf = io.BytesIO()
-  Image.fromarray(np.ascontiguousarray(image)).save(
-      buf, format="PNG", compress_level=6
-  )
-  return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------

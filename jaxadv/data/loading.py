@@ -5,8 +5,7 @@
 `tfds.core.DatasetBuilder.as_data_source`, decodes the images with Pillow and
 returns numpy arrays. The decoded uint8 arrays are also cached as
 ``<prepared dataset folder>/jaxadv-<split>-uint8.npz`` so later loads skip
-image decoding (MNIST train on 2 CPU cores: ~4 s to decode, ~0.2 s from the
-cache).
+image decoding.
 
 Folders:
 

@@ -112,7 +112,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     ValueError, TypeError: bad inputs, an unknown attack name, Square with
       norm "l2", or counts out of range.
   """
-  robust._validate(x, y, batch_size)
+  robust.check_inputs(x, y, batch_size)
   validation.check_nonnegative(eps, "eps")
   validation.check_choice(norm, "norm", ("linf", "l2"))
   for name in attack_names:

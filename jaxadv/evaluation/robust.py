@@ -56,7 +56,22 @@ def _attack_correct(apply_fn, variables, x, y, key, eps, step_size, *,
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
-def _validate(x, y, batch_size, apply_fn=None, variables=None):
+def check_inputs(x: np.ndarray, y: np.ndarray, batch_size: int,
+                 apply_fn: Optional[ApplyFn] = None,
+                 variables: Any = None) -> None:
+  """Checks an evaluation's images, labels and batch size.
+
+  Args:
+    x: float32 [N, ...] images in [0, 1].
+    y: int [N] labels (below the model's class count when `apply_fn` and
+      `variables` are given).
+    batch_size: the evaluation batch size (>= 1).
+    apply_fn, variables: optionally the model, to check labels against its
+      number of outputs.
+
+  Raises:
+    ValueError, TypeError: naming the bad argument.
+  """
   validation.check_images(x, "x")
   num_classes = None if apply_fn is None else validation.output_classes(
       lambda v: apply_fn(variables, v, train=False), x)
@@ -104,7 +119,7 @@ def accuracy(apply_fn: ApplyFn, variables: Any, x: np.ndarray, y: np.ndarray,
   Raises:
     ValueError, TypeError: bad inputs.
   """
-  _validate(x, y, batch_size, apply_fn, variables)
+  check_inputs(x, y, batch_size, apply_fn, variables)
   return float(np.mean(predict(apply_fn, variables, x, batch_size=batch_size,
                                mesh=mesh) == np.asarray(y)))
 
@@ -149,7 +164,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
       int [N] in [0, C)), eps < 0, steps < 0, restarts < 1, unknown attack,
       norm or loss, or a missing step_size.
   """
-  _validate(x, y, batch_size, apply_fn, variables)
+  check_inputs(x, y, batch_size, apply_fn, variables)
   validation.check_choice(attack, "attack", EVAL_ATTACKS)
   validation.check_choice(norm, "norm", projections.NORMS)
   validation.check_choice(loss, "loss", tuple(losses.LOSSES))
