@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import classic
+from experiments import common
 from jaxadv import evaluation
 from jaxadv import transfer
 
@@ -54,12 +54,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   os.makedirs(workdir, exist_ok=True)
   t_start = time.perf_counter()
-  (x, y), (x_test, y_test) = classic.load_data(config)
+  (x, y), (x_test, y_test) = common.load_train_test(config)
   names = list(config.nets)
   nets = {}
   for name in names:
-    model, variables, _ = classic.train_net(name, config.nets[name], x, y,
-                                            config, workdir)
+    model, variables, _ = common.train_net(name, config.nets[name], x, y,
+                                           config, workdir)
     nets[name] = (model.apply, variables)
   predict = {n: (lambda v, f=f, w=w: evaluation.predict(
       f, w, v, batch_size=config.eval_batch_size)) for n, (f, w) in nets.items()}
@@ -106,32 +106,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   results = {"config": config.to_dict(), "clean_acc": clean_acc,
              "settings": settings, "seconds": time.perf_counter() - t_start}
-  classic.save_results(workdir, results, format_table(results))
+  common.write_results(workdir, results, format_table(results))
   _plot(results, config, os.path.join(workdir, "ensemble_transfer.png"))
   return results
 
 
 def format_table(results: dict) -> str:
   names = list(results["clean_acc"])
-  lines = ["Untargeted: error rate (%) of the held-out network. Targeted: "
-           "fraction (%) it classifies as the target. 'ensemble' = crafted "
-           "on the averaged logits of the other networks; 'single mean / "
-           "max' = over the other networks attacked one at a time; "
-           "'white-box' = the held-out network attacked itself.", "",
-           "| setting | held-out | clean acc % | ensemble | single mean | "
-           "single max | white-box |", "|---|---|---|---|---|---|---|"]
+  rows = []
   for tag, rec in results["settings"].items():
     for h in names:
       single = list(rec["single"][h].values())
-      lines.append(
-          f"| {tag} | {h} | {100 * results['clean_acc'][h]:.1f} | "
-          f"**{100 * rec['ensemble'][h]:.1f}** | {100 * np.mean(single):.1f} "
-          f"| {100 * np.max(single):.1f} | {100 * rec['white_box'][h]:.1f} |")
-  return "\n".join(lines) + "\n"
+      rows.append((tag, h, f"{100 * results['clean_acc'][h]:.1f}",
+                   f"**{100 * rec['ensemble'][h]:.1f}**",
+                   f"{100 * np.mean(single):.1f}",
+                   f"{100 * np.max(single):.1f}",
+                   f"{100 * rec['white_box'][h]:.1f}"))
+  return "\n".join([
+      "Untargeted: error rate (%) of the held-out network. Targeted: "
+      "fraction (%) it classifies as the target. 'ensemble' = crafted on the "
+      "averaged logits of the other networks; 'single mean / max' = over the "
+      "other networks attacked one at a time; 'white-box' = the held-out "
+      "network attacked itself.", "",
+      common.markdown_table(("setting", "held-out", "clean acc %",
+                             "ensemble", "single mean", "single max",
+                             "white-box"), rows)]) + "\n"
 
 
 def _plot(results: dict, config, path: str) -> None:
-  plt = classic.pyplot()
+  plt = common.pyplot()
   names = list(results["clean_acc"])
   settings = results["settings"]
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -172,4 +175,4 @@ def _plot(results: dict, config, path: str) -> None:
 
 
 if __name__ == "__main__":
-  classic.run_main(train_and_evaluate)
+  common.run(train_and_evaluate)

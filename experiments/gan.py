@@ -27,9 +27,6 @@ import os
 import time
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -39,13 +36,11 @@ import optax
 from PIL import Image
 from tqdm.auto import tqdm
 
-from experiments.robust_training import _define_flags
-from experiments.robust_training import _json_dump
+from experiments import common
 from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import gan
 from jaxadv import models
-from jaxadv import training
 
 RESULT_KEYS = (
     "dataset", "generator_loss", "k", "latent_dim", "features", "batch_size",
@@ -64,20 +59,17 @@ def train_classifier(config, train, test, workdir):
   """A naturally trained classifier of the real data (the judge)."""
   cc = config.classifier
   num_classes = data.info(config.dataset).num_classes
-  model = models.get_model(cc.model, num_classes=num_classes)
-  state = training.create_train_state(
-      model, jax.random.fold_in(jax.random.key(config.seed), 99),
-      (1,) + train[0].shape[1:], optax.adam(cc.learning_rate))
-  per_epoch = data.num_batches(len(train[0]), cc.batch_size)
-  result = training.fit(
-      state, training.natural_step(), train[0], train[1],
-      batch_size=cc.batch_size, num_batches=cc.epochs * per_epoch,
-      seed=config.seed, workdir=os.path.join(workdir, "checkpoints",
-                                             "classifier"),
-      desc="classifier", progress=config.progress)
-  variables = training.variables_of(result.state)
-  acc = evaluation.accuracy(model.apply, variables, test[0], test[1])
-  return model, variables, acc
+  model = models.get_model(cc.model, kernels=config.kernels,
+                           num_classes=num_classes)
+  section = {"step": "natural", "epochs": cc.epochs, "schedule": "constant",
+             "learning_rate": cc.learning_rate}
+  trained = common.train_model(
+      "classifier", section, model, train[0], train[1],
+      key=jax.random.fold_in(jax.random.key(config.seed), 99),
+      batch_size=cc.batch_size, seed=config.seed, workdir=workdir,
+      progress=config.progress)
+  acc = evaluation.accuracy(model.apply, trained.variables, test[0], test[1])
+  return model, trained.variables, acc
 
 
 def make_judge(model, variables, feature_layer: str = "fc1"):
@@ -363,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     with open(tmp, "wb") as f:
       f.write(flax.serialization.msgpack_serialize(
           {"state": flax.serialization.to_state_dict(state)}))
-    _json_dump(details, os.path.join(workdir, "details.json"))
+    common.json_dump(details, os.path.join(workdir, "details.json"))
     os.replace(tmp, ckpt)
 
   other = "saturating" if config.generator_loss == "non_saturating" else (
@@ -405,23 +397,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   }
   record = {k: record[k] for k in RESULT_KEYS}
   details["record"] = record
-  _json_dump(details, os.path.join(workdir, "details.json"))
-  _json_dump(record, os.path.join(workdir, "results.json"))
+  common.json_dump(details, os.path.join(workdir, "details.json"))
+  common.write_results(workdir, record)
   _plots(details, record, workdir)
   print(json.dumps({k: v for k, v in record.items()
                     if k != "class_histogram"}, indent=1))
   return record
 
 
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  common.run(train_and_evaluate)

@@ -26,8 +26,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from experiments import classic
-from experiments.robust_training import _json_dump
+from experiments import common
+
 from jaxadv import evaluation
 
 RECORD_KEYS = ("model", "arch", "train", "train_eps", "clean_acc", "robust_acc",
@@ -54,17 +54,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The list of records (also `workdir/results.json`).
   """
   os.makedirs(workdir, exist_ok=True)
-  (x, y), (x_test, y_test) = classic.load_data(config)
+  (x, y), (x_test, y_test) = common.load_train_test(config)
   path = os.path.join(workdir, "results.json")
-  records = {r["model"]: r for r in classic.json_load(path, [])}
+  records = {r["model"]: r for r in common.load_records(path)}
   key = jax.random.key(config.seed)
   ec = config.eval
   for name, nc in config.models.items():
     if name in records:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
-    model, variables, result = classic.train_net(name, nc, x, y, config,
-                                                 workdir)
+    model, variables, result = common.train_net(name, nc, x, y, config,
+                                                workdir)
     t0 = time.perf_counter()
     robust = {}
     for eps in config.eps_list:
@@ -84,9 +84,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     print(f"[{name}] clean {records[name]['clean_acc']:.4f} robust " +
           ", ".join(f"{e}: {a:.4f}" for e, a in robust.items()) +
           f" (eval {time.perf_counter() - t0:.0f}s)")
-    _json_dump(list(records.values()), path)
+    common.write_results(workdir, list(records.values()))
   out = [records[n] for n in config.models]
-  classic.save_results(workdir, out, format_table(out, config))
+  common.write_results(workdir, out, format_table(out, config))
   _plot(out, config, os.path.join(workdir, "robust_acc_vs_eps.png"))
   return out
 
@@ -94,23 +94,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 def format_table(records: list, config) -> str:
   ec = config.eval
   eps = [str(e) for e in config.eps_list]
-  lines = [f"Robust accuracy (%) under PGD-{ec.pgd_steps} x "
-           f"{ec.pgd_restarts} (step eps * {ec.pgd_step_fraction}), "
-           f"{config.test_limit or 10000} MNIST test images.", "",
-           "| model | arch | training | train eps | " +
-           " | ".join(f"eps {e}" for e in eps) + " | weight L1 | train s |",
-           "|---" * (6 + len(eps)) + "|"]
+  rows = []
   for r in records:
     l1 = "-" if r["weight_l1"] is None else f"{r['weight_l1']:.0f}"
-    lines.append(
-        f"| {r['model']} | {r['arch']} | {r['train']} | {r['train_eps']} | " +
-        " | ".join(f"{100 * r['robust_acc'][e]:.1f}" for e in eps) +
-        f" | {l1} | {r['train_seconds']:.0f} |")
-  return "\n".join(lines) + "\n"
+    rows.append([r["model"], r["arch"], r["train"], r["train_eps"]] +
+                [f"{100 * r['robust_acc'][e]:.1f}" for e in eps] +
+                [l1, f"{r['train_seconds']:.0f}"])
+  return "\n".join([
+      f"Robust accuracy (%) under PGD-{ec.pgd_steps} x {ec.pgd_restarts} "
+      f"(step eps * {ec.pgd_step_fraction}), {config.test_limit or 10000} "
+      "MNIST test images.", "",
+      common.markdown_table(
+          ["model", "arch", "training", "train eps"] +
+          [f"eps {e}" for e in eps] + ["weight L1", "train s"], rows)]) + "\n"
 
 
 def _plot(records: list, config, path: str) -> None:
-  plt = classic.pyplot()
+  plt = common.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   colors = {"linear_softmax": "C0", "fast_at_mnist": "C3"}
   for r in records:
@@ -134,4 +134,4 @@ def _plot(records: list, config, path: str) -> None:
 
 
 if __name__ == "__main__":
-  classic.run_main(train_and_evaluate)
+  common.run(train_and_evaluate)

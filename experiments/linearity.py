@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import classic
-from experiments.robust_training import _json_dump
+from experiments import common
+
 from jaxadv import analysis
 from jaxadv import evaluation
 from jaxadv import losses
@@ -64,7 +64,7 @@ def _legend_patches(num_classes: int, cmap):
 
 
 def _plot_scan(ts, logits, x, y, pred, path):
-  plt = classic.pyplot()
+  plt = common.pyplot()
   n = len(x)
   fig, axes = plt.subplots(2, n, figsize=(3.3 * n, 5.2),
                            gridspec_kw={"height_ratios": [3, 1.3]},
@@ -90,7 +90,7 @@ def _plot_scan(ts, logits, x, y, pred, path):
 
 
 def _plot_maps(maps, a, b, y, title, xlabel, ylabel, num_classes, path):
-  plt = classic.pyplot()
+  plt = common.pyplot()
   from matplotlib.colors import ListedColormap
   n = len(maps)
   cols = int(np.ceil(np.sqrt(n)))
@@ -135,9 +135,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   os.makedirs(workdir, exist_ok=True)
   t_start = time.perf_counter()
-  (x, y), (x_test, y_test) = classic.load_data(config)
-  model, variables, _ = classic.train_net("cnn", config.cnn, x, y, config,
-                                          workdir)
+  (x, y), (x_test, y_test) = common.load_train_test(config)
+  model, variables, _ = common.train_net("cnn", config.cnn, x, y, config,
+                                         workdir)
   clean_acc = evaluation.accuracy(model.apply, variables, x_test, y_test,
                                   batch_size=config.eval_batch_size)
   print(f"clean test accuracy {clean_acc:.4f}")
@@ -209,10 +209,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                         for v in scan_change]},
       "cross_sections": sections,
       "seconds": time.perf_counter() - t_start}
-  _json_dump(results, os.path.join(workdir, "results.json"))
+  common.write_results(workdir, results)
   print(results["scan"], "\n", sections)
   return results
 
 
 if __name__ == "__main__":
-  classic.run_main(train_and_evaluate)
+  common.run(train_and_evaluate)

@@ -17,23 +17,17 @@ workdir skips the methods it has finished.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
-from experiments import robust_training
+from experiments import common
 from experiments.configs import robust_mnist
 from jaxadv import data
 from jaxadv import evaluation
-from jaxadv import models
-from jaxadv import training
 
 ATTACK_COLUMNS = ("clean_acc", "fgsm_acc", "pgd_acc", "apgd_ce_acc",
                   "apgd_t_acc", "square_acc", "ensemble_acc",
@@ -41,7 +35,8 @@ ATTACK_COLUMNS = ("clean_acc", "fgsm_acc", "pgd_acc", "apgd_ce_acc",
 
 
 def _evaluate_method(name: str, model, variables, x, y, key,
-                     config: ml_collections.ConfigDict, eps: float) -> dict:
+                     config: ml_collections.ConfigDict, eps: float,
+                     unroll) -> dict:
   """All attacks and checks on one model; returns its details record."""
   kw = dict(batch_size=config.batch_size)
   prog = config.progress
@@ -54,13 +49,14 @@ def _evaluate_method(name: str, model, variables, x, y, key,
   pgd_flags = evaluation.robust_correct(
       model.apply, variables, x, y, jax.random.fold_in(key, 1), attack="pgd",
       eps=eps, step_size=pc.step_size, steps=pc.steps, restarts=pc.restarts,
-      progress=prog, **kw)
+      unroll=unroll, progress=prog, **kw)
   seconds["clean+fgsm+pgd"] = time.perf_counter() - t0
   ak = dict(eps=eps, apgd_steps=config.apgd.steps,
             apgd_restarts=config.apgd.restarts,
             num_targets=config.apgd.num_targets,
             square_queries=config.square.queries,
-            square_p_init=config.square.p_init, progress=prog, **kw)
+            square_p_init=config.square.p_init, unroll=unroll, progress=prog,
+            **kw)
   ens = evaluation.evaluate_robustness(model.apply, variables, x, y,
                                        jax.random.fold_in(key, 2), **ak)
   seconds.update({f"ensemble/{k}": v for k, v in ens["seconds"].items()})
@@ -83,7 +79,7 @@ def _evaluate_method(name: str, model, variables, x, y, key,
       large_eps_max_acc=sc.large_eps_max_acc, ensemble=ens,
       square_queries=sc.square_queries,
       more_steps_factor=sc.more_steps_factor,
-      more_restarts=sc.more_restarts, material=sc.material)
+      more_restarts=sc.more_restarts, material=sc.material, unroll=unroll)
   seconds["sanity_checks"] = time.perf_counter() - t0
   for c in checks:
     print(f"[{name}] {c}")
@@ -108,29 +104,28 @@ def _evaluate_method(name: str, model, variables, x, y, key,
 def format_table(records: list) -> str:
   """The results as a Markdown table (percentages)."""
   pct = lambda v: "-" if v is None else f"{100 * v:.2f}"
-  lines = [f"N = {records[0]['num_examples']} MNIST test images, "
-           f"eps = {records[0]['eps']}; {records[0]['pgd']}.", "",
-           f"| method | clean | FGSM | PGD-{records[0]['pgd_steps']}x"
-           f"{records[0]['pgd_restarts']} | APGD-CE | APGD-T alone | "
-           "Square alone | ensemble (CE -> T -> Square) | PGD or ensemble | "
-           "gap PGD - ensemble |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+  rows = []
   for r in records:
     cum = r["ensemble_cumulative"]
     chain = " -> ".join(pct(cum[k]) for k in cum)
-    lines.append(
-        f"| {r['method']} | {pct(r['clean_acc'])} | {pct(r['fgsm_acc'])} | "
-        f"{pct(r['pgd_acc'])} | {pct(r['apgd_ce_acc'])} | "
-        f"{pct(r['apgd_t_acc'])} | {pct(r['square_acc'])} | {chain} | "
-        f"{pct(r['pgd_or_ensemble_acc'])} | "
-        f"{100 * r['gap_pgd_minus_ensemble']:+.2f} |")
-  return "\n".join(lines)
+    rows.append((r["method"], pct(r["clean_acc"]), pct(r["fgsm_acc"]),
+                 pct(r["pgd_acc"]), pct(r["apgd_ce_acc"]),
+                 pct(r["apgd_t_acc"]), pct(r["square_acc"]), chain,
+                 pct(r["pgd_or_ensemble_acc"]),
+                 f"{100 * r['gap_pgd_minus_ensemble']:+.2f}"))
+  r0 = records[0]
+  return "\n".join([
+      f"N = {r0['num_examples']} MNIST test images, eps = {r0['eps']}; "
+      f"{r0['pgd']}.", "",
+      common.markdown_table(
+          ("method", "clean", "FGSM",
+           f"PGD-{r0['pgd_steps']}x{r0['pgd_restarts']}", "APGD-CE",
+           "APGD-T alone", "Square alone", "ensemble (CE -> T -> Square)",
+           "PGD or ensemble", "gap PGD - ensemble"), rows)])
 
 
 def _plot(records: list, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
   cols = [c for c in ATTACK_COLUMNS
           if any(r[c] is not None for r in records)]
   value = lambda r, c: np.nan if r[c] is None else 100 * r[c]
@@ -177,53 +172,36 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list:
   os.makedirs(workdir, exist_ok=True)
   tc = robust_mnist.get_config(config.train_variant)
   tc.progress = config.progress
-  train, val, _ = robust_training.load_data(tc)
+  train, val, _ = common.load_train_val_test(tc)
   x, y = data.load(tc.dataset, "test", data_dir=tc.data_dir,
                    manual_dir=tc.manual_dir, limit=config.num_examples)
   print(f"jax {jax.__version__}, backend {jax.default_backend()}; "
         f"{tc.dataset}: {len(x)} test images, eps {tc.eps}")
-  model = models.get_model(tc.model, num_classes=data.info(
-      tc.dataset).num_classes)
+  model = common.robust.get_model(tc)
   details_path = os.path.join(workdir, "details.json")
-  details = {}
-  if os.path.exists(details_path):
-    with open(details_path) as f:
-      details = json.load(f)
+  details = common.json_load(details_path, {})
   key = jax.random.key(config.seed)
   for name in config.methods:
     if name in details:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
-    result, _ = robust_training.train_method(name, tc, train, val,
-                                             config.train_workdir)
-    print(f"[{name}] restored after {result.batches} training batches")
-    variables = training.variables_of(result.state)
-    details[name] = _evaluate_method(name, model, variables, x, y, key,
-                                     config, float(tc.eps))
+    trained = common.robust.train_method(name, tc, train, val,
+                                         config.train_workdir)
+    print(f"[{name}] restored after {trained.result.batches} training "
+          "batches")
+    details[name] = _evaluate_method(name, model, trained.variables, x, y,
+                                     key, config, float(tc.eps),
+                                     tc.eval.unroll)
     details[name]["config"] = config.to_dict()
-    robust_training._json_dump(details, details_path)
+    common.json_dump(details, details_path)
     r = details[name]["record"]
     print(f"[{name}] PGD {r['pgd_acc']:.4f} ensemble {r['ensemble_acc']:.4f} "
           f"gap {r['gap_pgd_minus_ensemble']:+.4f}")
   records = [details[m]["record"] for m in config.methods]
-  robust_training._json_dump(records, os.path.join(workdir, "results.json"))
+  common.write_results(workdir, records, format_table(records))
   _plot(records, os.path.join(workdir, "robust_acc_by_attack.png"))
-  table = format_table(records)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
-  print(table)
   return records
 
 
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  robust_training._define_flags()  # --config and --workdir
-  app.run(main)
+  common.run(run)

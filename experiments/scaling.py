@@ -6,8 +6,8 @@ r"""Data-parallel scaling: measured step times and all-reduce bytes, projected.
 
 Three parts, written to `WORKDIR/results.json` and `WORKDIR/results.md`:
 
-1. **Measured step time** of training steps (`experiments.benchmark`'s
-   modes) on 1, 2, 4 ... devices of this machine (emulated CPU devices with
+1. **Measured step time** of training steps (the benchmark's modes,
+   `common.training.build_mode`) on 1, 2, 4 ... devices of this machine (emulated CPU devices with
    the flag above) at a fixed per-device batch (weak scaling), with
    `jaxadv.parallel.data_parallel`. On emulated CPU devices all devices share
    the same cores, so the per-device throughput does not rise: that is
@@ -27,18 +27,11 @@ import os
 import re
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 
-from experiments.benchmark import _state_for
-from experiments.benchmark import build_mode
-from experiments.benchmark import machine
-from experiments.robust_training import _json_dump
+from experiments import common
 from jaxadv import data
 from jaxadv import models
 from jaxadv import parallel
@@ -80,12 +73,14 @@ def allreduce_bytes_in_hlo(hlo: str) -> int:
 
 
 def time_step(model_name: str, mode: str, x: np.ndarray, y: np.ndarray,
-              mesh, eps: float, warmup: int, repeats: int) -> dict:
+              mesh, eps: float, warmup: int, repeats: int,
+              kernels: str = "lax") -> dict:
   """Median time of one data-parallel call of `mode` on `mesh`."""
-  step_fn, updates, _ = build_mode(mode)
+  step_fn, updates, _ = common.training.build_mode(mode)
   batch = parallel.shard_batch({"x": x, "y": y}, mesh)
-  state = parallel.shard_state(_state_for(model_name, mode, x.shape, eps),
-                               mesh)
+  model = models.get_model(model_name, kernels=kernels)
+  state = parallel.shard_state(
+      common.training.mode_state(model, mode, x.shape, eps), mesh)
   key = jax.random.key(0)
   t0 = time.perf_counter()
   compiled = parallel.jit_step(step_fn, state, mesh).lower(state, batch,
@@ -119,49 +114,45 @@ def project(step_s: float, num_bytes: float, n: int, bandwidth: float) -> dict:
 
 def to_markdown(res: dict) -> str:
   """The results as Markdown tables."""
-  lines = [f"Machine: {res['machine']['cpu_count']} CPU cores (shared), "
-           f"{len(res['machine']['devices'])} emulated devices, jax "
-           f"{res['machine']['jax']}.", "",
-           "**Measured** (per-device batch "
-           f"{res['per_device_batch']}, median of {res['repeats']} calls)", "",
-           "| model | mode | devices | global batch | s / update | examples/s "
-           "| examples/s per device | all-reduce bytes / call (HLO) |",
-           "|---|---|---|---|---|---|---|---|"]
-  for r in res["measured"]:
-    lines.append(
-        f"| {r['model']} | {r['mode']} | {r['devices']} | {r['global_batch']} "
-        f"| {r['per_update_s']:.4f} | {r['examples_per_s']:.0f} | "
-        f"{r['examples_per_s_per_device']:.0f} | "
-        f"{r['hlo_allreduce_bytes_per_call']:,} |")
+  env = res.get("environment") or res["machine"]  # older runs: "machine"
+  num_devices = env.get("device_count") or len(env["devices"])
+  table = common.markdown_table
+  ring_ms = lambda m, v: 1e3 * ring_allreduce_seconds(  # noqa: E731
+      m["bytes"], v["n"], v["bytes_per_s"])
   links = res["interconnects"]
-  lines += ["", "**All-reduce per optimizer update** (float32 gradients; "
-            "ring time `2(n-1)/n * bytes / bandwidth`)", "",
-            "| model | parameters | bytes | " + " | ".join(
-                f"{k} (n={v['n']}) ms" for k, v in links.items()) + " |",
-            "|---|---|---|" + "---|" * len(links)]
-  for m in res["models"]:
-    lines.append(f"| {m['model']} | {m['params']:,} | {m['bytes']:,} | " +
-                 " | ".join(f"{1e3 * ring_allreduce_seconds(m['bytes'], v['n'], v['bytes_per_s']):.3f}"
-                            for v in links.values()) + " |")
-  lines += ["", "**Projection** from the measured 1-device step time "
-            "(no compute/communication overlap)", "",
-            "| model | mode | step s (1 device, measured) | " + " | ".join(
-                f"{k}: efficiency / speedup" for k in links) + " |",
-            "|---|---|---|" + "---|" * len(links)]
-  for p in res["projection"]:
-    cells = [f"{c['efficiency']:.3f} / {c['speedup']:.2f}x"
-             for c in p["links"].values()]
-    lines.append(f"| {p['model']} | {p['mode']} | {p['step_s']:.4f} | " +
-                 " | ".join(cells) + " |")
-  lines += ["", "**Break-even**: the per-device compute time per update that "
-            "keeps 90% efficiency is 9 x t_ar.", "",
-            "| model | " + " | ".join(f"{k} min step ms" for k in links) +
-            " |", "|---|" + "---|" * len(links)]
-  for m in res["models"]:
-    lines.append(f"| {m['model']} | " + " | ".join(
-        f"{9e3 * ring_allreduce_seconds(m['bytes'], v['n'], v['bytes_per_s']):.2f}"
-        for v in links.values()) + " |")
-  return "\n".join(lines)
+  return "\n".join([
+      f"Machine: {env['cpu_count']} CPU cores (shared), {num_devices} "
+      f"emulated devices, jax {env['jax']}.", "",
+      f"**Measured** (per-device batch {res['per_device_batch']}, median of "
+      f"{res['repeats']} calls)", "",
+      table(("model", "mode", "devices", "global batch", "s / update",
+             "examples/s", "examples/s per device",
+             "all-reduce bytes / call (HLO)"),
+            [(r["model"], r["mode"], r["devices"], r["global_batch"],
+              f"{r['per_update_s']:.4f}", f"{r['examples_per_s']:.0f}",
+              f"{r['examples_per_s_per_device']:.0f}",
+              f"{r['hlo_allreduce_bytes_per_call']:,}")
+             for r in res["measured"]]), "",
+      "**All-reduce per optimizer update** (float32 gradients; ring time "
+      "`2(n-1)/n * bytes / bandwidth`)", "",
+      table(["model", "parameters", "bytes"] +
+            [f"{k} (n={v['n']}) ms" for k, v in links.items()],
+            [[m["model"], f"{m['params']:,}", f"{m['bytes']:,}"] +
+             [f"{ring_ms(m, v):.3f}" for v in links.values()]
+             for m in res["models"]]), "",
+      "**Projection** from the measured 1-device step time (no "
+      "compute/communication overlap)", "",
+      table(["model", "mode", "step s (1 device, measured)"] +
+            [f"{k}: efficiency / speedup" for k in links],
+            [[p["model"], p["mode"], f"{p['step_s']:.4f}"] +
+             [f"{c['efficiency']:.3f} / {c['speedup']:.2f}x"
+              for c in p["links"].values()] for p in res["projection"]]), "",
+      "**Break-even**: the per-device compute time per update that keeps "
+      "90% efficiency is 9 x t_ar.", "",
+      table(["model"] + [f"{k} min step ms" for k in links],
+            [[m["model"]] + [f"{9 * ring_ms(m, v):.2f}"
+                             for v in links.values()]
+             for m in res["models"]])])
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -182,7 +173,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for model_name in config.timed_models:
       for mode in config.modes:
         r = time_step(model_name, mode, x_all[:b], y_all[:b], mesh,
-                      config.eps, config.warmup, config.repeats)
+                      config.eps, config.warmup, config.repeats,
+                      config.kernels)
         print(f"{model_name} {mode} on {n} device(s): {r['per_update_s']:.4f}"
               f" s/update, {r['examples_per_s_per_device']:.0f} examples/s "
               f"per device, HLO all-reduce {r['hlo_allreduce_bytes_per_call']:,}"
@@ -202,33 +194,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                            k: project(r["per_update_s"], num_bytes, v["n"],
                                       v["bytes_per_s"])
                            for k, v in links.items()}})
-  res = {"machine": machine(), "per_device_batch": config.per_device_batch,
+  res = {"environment": common.environment(),
+         "per_device_batch": config.per_device_batch,
          "repeats": config.repeats, "measured": measured, "models": counts,
          "interconnects": links, "projection": projection}
-  _json_dump(res, os.path.join(workdir, "results.json"))
-  md = to_markdown(res)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(md + "\n")
-  print(md)
+  common.write_results(workdir, res, to_markdown(res))
   return res
 
 
-FLAGS = flags.FLAGS
-
-
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Output directory.")
-  config_flags.DEFINE_config_file("config", None, "Scaling configuration.",
-                                  lock_config=True)
-  flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  run(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  common.run(run, config_help="Scaling configuration.")

@@ -37,7 +37,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from experiments import classic
+from experiments import common
 from jaxadv import analysis
 from jaxadv import evaluation
 from jaxadv import models
@@ -119,17 +119,17 @@ def check_bar(matrices: dict) -> dict:
 def format_tables(results: dict) -> str:
   lines = []
   for tag, m in results["matrices"].items():
-    lines += [f"### {tag}: misclassification rate (%) of target (column) on "
-              "examples crafted on source (row)", "",
-              "| source \\ target | " + " | ".join(MODELS) + " |",
-              "|---" * (len(MODELS) + 1) + "|"]
+    rows = []
     for s in SOURCES:
       via = {"noise": " (random sign)"}.get(
           s, "" if s in DIFFERENTIABLE else " (substitute)")
-      lines.append(f"| {s}{via} | " + " | ".join(
+      rows.append([f"{s}{via}"] + [
           f"**{100 * m[s][t]:.1f}**" if s == t else f"{100 * m[s][t]:.1f}"
-          for t in MODELS) + " |")
-    lines.append("")
+          for t in MODELS])
+    lines += [f"### {tag}: misclassification rate (%) of target (column) on "
+              "examples crafted on source (row)", "",
+              common.markdown_table(("source \\ target",) + MODELS, rows),
+              ""]
   ce = results["clean_error"]
   lines += ["Clean test error (%): " + ", ".join(
       f"{k} {100 * v:.1f}" for k, v in ce.items()), ""]
@@ -137,7 +137,7 @@ def format_tables(results: dict) -> str:
 
 
 def _plot(results: dict, config, path: str) -> None:
-  plt = classic.pyplot()
+  plt = common.pyplot()
   tags = list(results["matrices"])
   cols = len(config.eps_list)
   rows = len(tags) // cols
@@ -179,7 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   os.makedirs(workdir, exist_ok=True)
   t_start = time.perf_counter()
-  (x_all, y_all), (x_test, y_test) = classic.load_data(config)
+  (x_all, y_all), (x_test, y_test) = common.load_train_test(config)
   num_classes = int(y_all.max()) + 1
   # Disjoint pools: the classical models and the CNN learn from the first
   # `classic_train_size` images; substitutes from the next `substitute_size`.
@@ -188,8 +188,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   x_sub = x_all[n:n + config.substitute_size]
   print(f"train {len(x_tr)}, substitute pool {len(x_sub)}, test {len(x_test)}")
 
-  dnn_model, dnn_vars, _ = classic.train_net("dnn", config.dnn, x_tr, y_tr,
-                                             config, workdir)
+  dnn_model, dnn_vars, _ = common.train_net("dnn", config.dnn, x_tr, y_tr,
+                                            config, workdir)
   sk = {}
   for k, build in SKLEARN.items():
     t0 = time.perf_counter()
@@ -205,6 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   sub_labels = zoo.predict_all(x_sub)
   sources, agreement = {}, {}
   sub_model = models.get_model(config.substitute.model,
+                               kernels=config.kernels,
                                num_classes=num_classes)
   for s in MODELS:
     if s in DIFFERENTIABLE:
@@ -247,10 +248,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
              "linear_check": lin, "substitute_agreement": agreement,
              "matrices": matrices, "bar": check_bar(matrices),
              "seconds": time.perf_counter() - t_start}
-  classic.save_results(workdir, results, format_tables(results))
+  common.write_results(workdir, results, format_tables(results))
   _plot(results, config, os.path.join(workdir, "transfer_matrix.png"))
   return results
 
 
 if __name__ == "__main__":
-  classic.run_main(train_and_evaluate)
+  common.run(train_and_evaluate)

@@ -13,21 +13,16 @@ evaluation from the last finished method.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from experiments.robust_training import _define_flags
-from experiments.robust_training import _json_dump
+from experiments import common
 from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import models
@@ -114,21 +109,18 @@ def _optimizer(config: ml_collections.ConfigDict
   return optax.adam(lr)
 
 
-# method -> (step builder, uses the unlabelled batch); VAT's eps comes from
+# method -> (step of `common.STEPS`, built from the config's xi /
+# iterations / alpha; uses the unlabelled batch). VAT's eps comes from
 # `state.attack_params` (traced).
 METHODS = {
-    "labels_only": (lambda c: training.natural_step(), False),
-    "vat_supervised": (lambda c: training.vat_step(
-        xi=c.xi, iterations=c.iterations, alpha=c.alpha), False),
-    "vat": (lambda c: training.vat_step(
-        xi=c.xi, iterations=c.iterations, alpha=c.alpha), True),
+    "labels_only": ("natural", False),
+    "vat_supervised": ("vat", False),
+    "vat": ("vat", True),
 }
 
 
 def _plot(details: dict, methods, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for m in methods:
     hist = [h for h in details[m]["history"] if "val_error" in h]
@@ -148,14 +140,15 @@ def _plot(details: dict, methods, path: str) -> None:
 
 def format_table(records: list) -> str:
   """The results as a Markdown table."""
-  lines = ["| method | labels | eps (L2) | updates | test error % | "
-           "val error % | train s |", "|---|---|---|---|---|---|---|"]
+  rows = []
   for r in records:
     eps = "-" if r["method"] == "labels_only" else f"{r['eps']:g}"
-    lines.append(f"| {r['method']} | {r['num_labels']} | {eps} | {r['steps']} "
-                 f"| {100 * r['test_error']:.2f} | {100 * r['val_error']:.2f} "
-                 f"| {r['train_seconds']:.0f} |")
-  return "\n".join(lines)
+    rows.append((r["method"], r["num_labels"], eps, r["steps"],
+                 f"{100 * r['test_error']:.2f}", f"{100 * r['val_error']:.2f}",
+                 f"{r['train_seconds']:.0f}"))
+  return common.markdown_table(("method", "labels", "eps (L2)", "updates",
+                                "test error %", "val error %", "train s"),
+                               rows)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -175,25 +168,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         f"{len(x_val)} validation, {len(x_test)} test; labelled classes "
         f"{np.bincount(y_l).tolist()}")
   details_path = os.path.join(workdir, "details.json")
-  details: dict[str, Any] = {}
-  if os.path.exists(details_path):
-    with open(details_path) as f:
-      details = json.load(f)
+  details: dict[str, Any] = common.json_load(details_path, {})
   details["labelled_train_indices"] = lab_idx.tolist()
   num_classes = data.info(config.dataset).num_classes
-  model = models.get_model(config.model, num_classes=num_classes,
-                           **config.model_kwargs)
+  model = models.get_model(config.model, kernels=config.kernels,
+                           num_classes=num_classes, **config.model_kwargs)
   records = []
   for i, name in enumerate(config.methods):
     if name in details and "record" in details[name]:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       records.append(details[name]["record"])
       continue
-    build, semi = METHODS[name]
+    step, semi = METHODS[name]
     state = training.create_train_state(
         model, jax.random.fold_in(jax.random.key(config.seed), i),
         (1,) + x_l.shape[1:], _optimizer(config), eps=config.eps)
-    step_fn = with_labelled(build(config), x_l, y_l,
+    step_fn = with_labelled(common.STEPS[step].build(config), x_l, y_l,
                             config.labelled_batch_size, semi_supervised=semi)
     def epoch_fn(state, epoch):
       del epoch
@@ -223,26 +213,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           f"{100 * val_error:.2f}%), {result.train_seconds:.0f}s")
     details[name] = {"record": record, "history": result.history,
                      "compile_seconds": result.compile_seconds}
-    _json_dump(details, details_path)
+    common.json_dump(details, details_path)
     records.append(record)
-  _json_dump(records, os.path.join(workdir, "results.json"))
+  common.write_results(workdir, records, format_table(records))
   _plot(details, list(config.methods), os.path.join(workdir, "val_error.png"))
-  table = format_table(records)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(table + "\n")
-  print(table)
   return records
 
 
-FLAGS = flags.FLAGS
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  common.run(train_and_evaluate)

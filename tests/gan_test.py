@@ -187,6 +187,7 @@ def test_gan_experiment_test_config_on_real_mnist(tmp_path):
   record = gan_exp.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
+  assert saved.pop("environment")["jax"]
   assert saved == record and tuple(saved) == gan_exp.RESULT_KEYS
   assert len(saved["class_histogram"]) == 10
   assert sum(saved["class_histogram"]) == pytest.approx(1.0)

@@ -17,8 +17,12 @@ from experiments.configs import transferability as transferability_config
 
 
 def _saved(workdir):
+  """results.json without its environment record (which it must carry)."""
   with open(os.path.join(workdir, "results.json")) as f:
-    return json.load(f)
+    saved = json.load(f)
+  env = saved.pop("environment")
+  assert env["jax"] and env["backend"]
+  return saved["records"] if list(saved) == ["records"] else saved
 
 
 def _png(workdir, name):

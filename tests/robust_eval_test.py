@@ -17,7 +17,7 @@ def test_quick_robust_eval_trains_restores_and_reports(tmp_path, capsys):
   workdir = str(tmp_path / "eval")
   records = robust_eval.run(config, workdir)
   with open(os.path.join(workdir, "results.json")) as f:
-    assert json.load(f) == records
+    assert json.load(f)["records"] == records
   assert [r["method"] for r in records] == list(config.methods)
   for r in records:
     assert r["num_examples"] == config.num_examples

@@ -17,23 +17,23 @@ Quick (under 5 minutes on 2 CPU cores):
 
 import ml_collections
 
-from experiments import classic
+from experiments.configs import lecture_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The default config; `arg="quick"` shrinks data and settings."""
-  config = classic.base_config()
+  config = lecture_common.base_config()
   config.train_limit = 20000
   config.test_limit = 300
   config.nets = ml_collections.ConfigDict({
-      "fast_s0": classic.net("fast_at_mnist", seed=0, epochs=2.0,
-                             learning_rate=3e-3),
-      "fast_s1": classic.net("fast_at_mnist", seed=1, epochs=2.0,
-                             learning_rate=3e-3),
-      "madry_s0": classic.net("madry_cnn", seed=0, epochs=2.0,
-                              learning_rate=1e-3),
-      "madry_s1": classic.net("madry_cnn", seed=1, epochs=2.0,
-                              learning_rate=1e-3),
+      "fast_s0": lecture_common.net("fast_at_mnist", seed=0, epochs=2.0,
+                                    learning_rate=3e-3),
+      "fast_s1": lecture_common.net("fast_at_mnist", seed=1, epochs=2.0,
+                                    learning_rate=3e-3),
+      "madry_s0": lecture_common.net("madry_cnn", seed=0, epochs=2.0,
+                                     learning_rate=1e-3),
+      "madry_s1": lecture_common.net("madry_cnn", seed=1, epochs=2.0,
+                                     learning_rate=1e-3),
   })
   config.attacks = ("fgsm", "pgd")
   config.eps_list = (0.1, 0.2, 0.3)
@@ -50,12 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train_limit = 500
     config.test_limit = 40
     config.nets = ml_collections.ConfigDict({
-        "fast_s0": classic.net("fast_at_mnist", seed=0, epochs=1.0,
-                               learning_rate=3e-3),
-        "fast_s1": classic.net("fast_at_mnist", seed=1, epochs=1.0,
-                               learning_rate=3e-3),
-        "linear": classic.net("linear_softmax", seed=0, epochs=1.0,
-                              learning_rate=3e-3)})
+        "fast_s0": lecture_common.net("fast_at_mnist", seed=0, epochs=1.0,
+                                      learning_rate=3e-3),
+        "fast_s1": lecture_common.net("fast_at_mnist", seed=1, epochs=1.0,
+                                      learning_rate=3e-3),
+        "linear": lecture_common.net("linear_softmax", seed=0, epochs=1.0,
+                                     learning_rate=3e-3)})
     config.attacks = ("fgsm",)
     config.eps_list = (0.3,)
     config.targeted_eps_list = ()

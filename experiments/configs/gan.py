@@ -37,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.manual_dir = ml_collections.config_dict.placeholder(str)
   config.train_limit = ml_collections.config_dict.placeholder(int)
   config.test_limit = ml_collections.config_dict.placeholder(int)
+  # The judge's convolution kernels (`jaxadv.models.get_model`).
+  config.kernels = "lax"
   config.latent_dim = 100
   config.features = 32         # G: 2F=64 -> F=32 maps; D: F=32 -> 2F=64
   config.batch_size = 64

@@ -17,26 +17,26 @@ Quick (under 5 minutes on 2 CPU cores):
 
 import ml_collections
 
-from experiments import classic
+from experiments.configs import lecture_common
 
 
 def _at(model, eps, **kw):
-  return classic.net(model, step="pgd", eps=eps, step_size=eps / 4, steps=10,
-                     eps_ramp_epochs=1.0, **kw)
+  return lecture_common.net(model, step="pgd", eps=eps, step_size=eps / 4,
+                            steps=10, eps_ramp_epochs=1.0, **kw)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The default config; `arg="quick"` shrinks data and steps."""
-  config = classic.base_config()
+  config = lecture_common.base_config()
   config.train_limit = 30000
   config.test_limit = 2000
   lr = dict(epochs=3.0, learning_rate=1e-2)
   cnn = dict(epochs=3.0, learning_rate=3e-3)
   config.models = ml_collections.ConfigDict({
-      "lr_natural": classic.net("linear_softmax", **lr),
+      "lr_natural": lecture_common.net("linear_softmax", **lr),
       "lr_pgd01": _at("linear_softmax", 0.1, **lr),
       "lr_pgd03": _at("linear_softmax", 0.3, **lr),
-      "cnn_natural": classic.net("fast_at_mnist", **cnn),
+      "cnn_natural": lecture_common.net("fast_at_mnist", **cnn),
       "cnn_pgd01": _at("fast_at_mnist", 0.1, **cnn),
       "cnn_pgd03": _at("fast_at_mnist", 0.3, **cnn),
   })
@@ -59,13 +59,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train_limit = 500
     config.test_limit = 50
     config.models = ml_collections.ConfigDict({
-        "lr_natural": classic.net("linear_softmax", epochs=1.0,
-                                  learning_rate=1e-2),
-        "lr_pgd03": classic.net("linear_softmax", step="pgd", eps=0.3,
-                                 step_size=0.15, steps=2, epochs=1.0,
-                                 learning_rate=1e-2),
-        "cnn_natural": classic.net("fast_at_mnist", epochs=1.0,
-                                   learning_rate=3e-3)})
+        "lr_natural": lecture_common.net("linear_softmax", epochs=1.0,
+                                         learning_rate=1e-2),
+        "lr_pgd03": lecture_common.net("linear_softmax", step="pgd", eps=0.3,
+                                       step_size=0.15, steps=2, epochs=1.0,
+                                       learning_rate=1e-2),
+        "cnn_natural": lecture_common.net("fast_at_mnist", epochs=1.0,
+                                          learning_rate=3e-3)})
     config.eps_list = (0.0, 0.3)
     config.eval.pgd_steps = 2
     config.eval.pgd_step_fraction = 0.5

@@ -15,14 +15,15 @@ Quick (under 5 minutes on 2 CPU cores):
 
 import ml_collections
 
-from experiments import classic
+from experiments.configs import lecture_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The default config; `arg="quick"` shrinks data and grids."""
-  config = classic.base_config()
+  config = lecture_common.base_config()
   config.test_limit = 1000
-  config.cnn = classic.net("fast_at_mnist", epochs=3.0, learning_rate=3e-3)
+  config.cnn = lecture_common.net("fast_at_mnist", epochs=3.0,
+                                  learning_rate=3e-3)
   config.scan_images = 5
   config.scan_t_max = 0.5
   config.scan_points = 101

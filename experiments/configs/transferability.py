@@ -16,19 +16,20 @@ Quick (same pipeline, smaller pools, under 5 minutes on 2 CPU cores):
 
 import ml_collections
 
-from experiments import classic
+from experiments.configs import lecture_common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The default config; `arg="quick"` shrinks data and epochs."""
-  config = classic.base_config()
+  config = lecture_common.base_config()
   config.classic_train_size = 10000
   config.substitute_size = 10000
   config.train_limit = 20000
   config.test_limit = 2000
-  config.dnn = classic.net("fast_at_mnist", epochs=4.0, learning_rate=3e-3)
-  config.substitute = classic.net("fast_at_mnist", seed=1, epochs=4.0,
+  config.dnn = lecture_common.net("fast_at_mnist", epochs=4.0,
                                   learning_rate=3e-3)
+  config.substitute = lecture_common.net("fast_at_mnist", seed=1, epochs=4.0,
+                                         learning_rate=3e-3)
   config.lr_c = 0.1        # inverse L2 strength of LogisticRegression
   config.lr_max_iter = 200
   config.svm_c = 0.01      # LinearSVC (one-vs-rest, squared hinge)
@@ -56,9 +57,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.test_limit = 100
     # Linear "dnn" and substitutes: the smoke test checks the pipeline, and
     # the small model compiles fastest.
-    config.dnn = classic.net("linear_softmax", epochs=1.0, learning_rate=1e-2)
-    config.substitute = classic.net("linear_softmax", seed=1, epochs=1.0,
+    config.dnn = lecture_common.net("linear_softmax", epochs=1.0,
                                     learning_rate=1e-2)
+    config.substitute = lecture_common.net("linear_softmax", seed=1,
+                                           epochs=1.0, learning_rate=1e-2)
     config.lr_max_iter = 50
     config.attacks = ("fgsm",)
     config.eps_list = (0.3,)

@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.manual_dir = ml_collections.config_dict.placeholder(str)
   config.model = "vat_mlp"
   config.model_kwargs = ml_collections.ConfigDict()  # e.g. hidden=(32,)
+  config.kernels = "lax"  # `jaxadv.models.get_model` (the MLP has no convs)
   config.num_labels = 100          # 10 per class
   config.labelled_batch_size = 100  # all the labels in every update
   config.batch_size = 128          # unlabelled images per update

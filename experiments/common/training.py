@@ -1,0 +1,257 @@
+"""Data, the one name -> training-step table, and the train-one-model helper.
+
+A config section that trains one model holds `epochs` (epoch-equivalents of
+optimizer updates: free AT with m replays passes over the data `epochs / m`
+times), `learning_rate`, optionally `step` (a key of `STEPS`; default the
+section's name), `schedule` ("cyclic" default, "piecewise", "constant"),
+`optimizer` ("adam" default, "sgd" with `weight_decay`), `eps`,
+`step_size`, `eps_ramp_epochs`, and the step's own fields (`replays`,
+`steps`, `alpha`, `adv_ratio`, `xi`, `iterations`, `unroll`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping, Optional
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from jaxadv import data
+from jaxadv import models
+from jaxadv import training
+
+Section = Mapping[str, Any]  # a ConfigDict section or a plain dict
+
+
+def _unroll(c: Section) -> Optional[bool]:
+  """The section's loop form: True / False, or None = the backend default."""
+  return c.get("unroll")
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """A training step by name: its builder and its cost per minibatch.
+
+  Attributes:
+    build: section -> `(state, batch, key) -> (state, metrics)`.
+    updates: optimizer updates per minibatch (free AT's replays).
+    passes: forward-backward passes per minibatch.
+  """
+  build: Callable[[Section], training.steps.StepFn]
+  updates: Callable[[Section], int]
+  passes: Callable[[Section], int]
+
+
+_ONE = lambda c: 1  # noqa: E731
+
+# The one name -> training-step table of the experiments.
+STEPS: dict[str, Step] = {
+    "natural": Step(lambda c: training.natural_step(), _ONE, _ONE),
+    "fgsm_rs": Step(lambda c: training.fgsm_rs_step(), _ONE, lambda c: 2),
+    # FGSM AT (Goodfellow et al., 2015): one PGD step of size eps from x.
+    "fgsm": Step(lambda c: training.pgd_at_step(steps=1, random_start=False),
+                 _ONE, lambda c: 2),
+    "pgd": Step(lambda c: training.pgd_at_step(steps=c["steps"],
+                                               unroll=_unroll(c)),
+                _ONE, lambda c: c["steps"] + 1),
+    "free": Step(lambda c: training.free_at_step(replays=c["replays"],
+                                                 unroll=_unroll(c)),
+                 lambda c: c["replays"], lambda c: c["replays"]),
+    "mixup": Step(lambda c: training.mixup_step(alpha=c["alpha"]), _ONE,
+                  _ONE),
+    "iat": Step(lambda c: training.iat_step(
+        alpha=c["alpha"], steps=c["steps"], adv_ratio=c["adv_ratio"],
+        unroll=_unroll(c)), _ONE, lambda c: c["steps"] + 2),
+    # VAT's eps comes from `state.attack_params` (traced).
+    "vat": Step(lambda c: training.vat_step(
+        xi=c["xi"], iterations=c["iterations"], alpha=c["alpha"]), _ONE,
+                lambda c: c["iterations"] + 2),
+}
+
+OPTIMIZERS = {
+    "adam": lambda lr, c: optax.adam(lr),
+    "sgd": lambda lr, c: optax.chain(
+        optax.add_decayed_weights(c["weight_decay"]),
+        optax.sgd(lr, momentum=0.9)),
+}
+
+
+def get_step(name: str) -> Step:
+  """`STEPS[name]`, with the valid names in the error."""
+  if name not in STEPS:
+    raise ValueError(f"unknown training step {name!r}; valid: "
+                     f"{sorted(STEPS)}.")
+  return STEPS[name]
+
+
+# --------------------------------------------------------------- data ----
+
+def load_train_test(config: ml_collections.ConfigDict):
+  """((x_train, y_train), (x_test, y_test)) with the config's limits."""
+  kw = dict(data_dir=config.data_dir, manual_dir=config.manual_dir)
+  train = data.load(config.dataset, "train", limit=config.get("train_limit"),
+                    **kw)
+  test = data.load(config.dataset, "test", limit=config.get("test_limit"),
+                   **kw)
+  return train, test
+
+
+def load_train_val_test(config: ml_collections.ConfigDict):
+  """Train / validation / test arrays; `config.val_size` validation images
+  are held out of train (a permutation seeded with `config.seed`)."""
+  (x, y), test = load_train_test(config)
+  perm = np.random.default_rng(config.seed).permutation(len(x))
+  val, tr = perm[:config.val_size], perm[config.val_size:]
+  return (x[tr], y[tr]), (x[val], y[val]), test
+
+
+# ------------------------------------------------ benchmark modes ----
+
+def parse_mode(mode: str) -> tuple[str, int, Optional[bool]]:
+  """"free:8@fori" -> ("free", 8, False); "natural" -> ("natural", 0, None).
+
+  The optional "@unroll" / "@fori" picks the replay / attack loop form
+  (`unroll=True` / `False`); without it the backend default is used
+  (`jaxadv.loops.default_unroll()`).
+
+  Raises:
+    ValueError: an unknown loop suffix.
+  """
+  mode, _, loop = mode.partition("@")
+  forms = {"": None, "unroll": True, "fori": False}
+  if loop not in forms:
+    raise ValueError(f"unknown loop form {loop!r} in mode; valid: "
+                     "'@unroll', '@fori' or none.")
+  name, _, arg = mode.partition(":")
+  return name, int(arg) if arg else 0, forms[loop]
+
+
+def mode_section(mode: str) -> dict:
+  """The step section of a mode string."""
+  name, k, unroll = parse_mode(mode)
+  return {"step": name, "replays": k, "steps": k, "unroll": unroll}
+
+
+def build_mode(mode: str):
+  """(step fn, optimizer updates per call, forward-backward passes per call)."""
+  c = mode_section(mode)
+  if c["step"] not in ("natural", "fgsm_rs", "free", "pgd"):
+    raise ValueError(f"unknown training mode {mode!r}")
+  step = get_step(c["step"])
+  return step.build(c), step.updates(c), step.passes(c)
+
+
+def mode_state(model, mode: str, x_shape, eps: float) -> training.TrainState:
+  """A fresh training state for timing `mode` (Adam 1e-3; FGSM-RS step
+  1.25 eps, PGD step 0.01; free AT's delta of the batch shape)."""
+  name = parse_mode(mode)[0]
+  step_size = {"fgsm_rs": 1.25 * eps, "pgd": 0.01}.get(name, 0.0)
+  return training.create_train_state(
+      model, jax.random.key(0), (1,) + tuple(x_shape[1:]), optax.adam(1e-3),
+      eps=eps, step_size=step_size,
+      delta_shape=tuple(x_shape) if name == "free" else None)
+
+
+# ----------------------------------------------------- train one model ----
+
+@dataclasses.dataclass
+class Trained:
+  """What `train_model` returns.
+
+  Attributes:
+    result: `training.fit`'s `TrainResult`.
+    variables: `training.variables_of(result.state)`, ready to evaluate.
+    cost: {"train_steps" (optimizer updates), "fwd_bwd_passes",
+      "train_seconds", "compile_seconds"}.
+  """
+  result: training.TrainResult
+  variables: Any
+  cost: dict
+
+
+def train_model(name: str, section: Section, model, x: np.ndarray,
+                y: np.ndarray, *, key: jax.Array, batch_size: int, seed: int,
+                eps: Optional[float] = None, workdir: Optional[str] = None,
+                checkpoint_every: int = 500,
+                epoch_fn: Optional[Callable] = None,
+                select: Optional[str] = None,
+                eval_fn: Optional[Callable] = None,
+                eval_every: Optional[int] = None,
+                step_fn: Optional[training.steps.StepFn] = None,
+                desc: Optional[str] = None, progress: bool = True,
+                mesh=None) -> Trained:
+  """Trains `model` on (x, y) with the recipe of `section`; resumable.
+
+  Args:
+    name: the model's name (checkpoint folder `workdir/checkpoints/name`,
+      and the step when `section` has no `step`).
+    section: the recipe (module docstring).
+    model: a `jaxadv.models` module.
+    x, y: training images and labels.
+    key: parameter-initialisation key.
+    batch_size: minibatch size (last partial batch dropped).
+    seed: data-order seed (`training.fit`).
+    eps: attack budget; default `section["eps"]` (0 when absent).
+    workdir: the experiment's folder; None = no checkpoints.
+    checkpoint_every, epoch_fn, select, eval_fn, eval_every, desc, progress,
+      mesh: as `training.fit` (`desc` defaults to `name`).
+    step_fn: a step to use instead of the table's (e.g. wrapped); its cost
+      is still counted from the table.
+
+  Returns:
+    A `Trained`.
+  """
+  step = get_step(section.get("step") or name)
+  updates, passes = step.updates(section), step.passes(section)
+  per_epoch = data.num_batches(len(x), batch_size)
+  num_batches = max(1, int(round(section["epochs"] / updates * per_epoch)))
+  lr = training.make_schedule(section.get("schedule") or "cyclic",
+                              total_steps=num_batches * updates,
+                              learning_rate=section["learning_rate"])
+  optimizer = OPTIMIZERS[section.get("optimizer") or "adam"](lr, section)
+  free = (section.get("step") or name) == "free"
+  state = training.create_train_state(
+      model, key, (1,) + tuple(x.shape[1:]), optimizer,
+      eps=section.get("eps", 0.0) if eps is None else eps,
+      step_size=section.get("step_size", 0.0),
+      eps_ramp_steps=int(round(section.get("eps_ramp_epochs", 0.0) *
+                               per_epoch)),
+      delta_shape=(batch_size,) + tuple(x.shape[1:]) if free else None)
+  fit_kw = {}
+  if eval_fn is not None:
+    fit_kw = dict(eval_fn=eval_fn, eval_every=eval_every)
+  result = training.fit(
+      state, step_fn or step.build(section), x, y, batch_size=batch_size,
+      num_batches=num_batches, seed=seed,
+      workdir=(os.path.join(workdir, "checkpoints", name) if workdir
+               else None),
+      checkpoint_every=checkpoint_every, epoch_fn=epoch_fn, select=select,
+      desc=desc or name, progress=progress, mesh=mesh, **fit_kw)
+  cost = {"train_steps": result.batches * updates,
+          "fwd_bwd_passes": result.batches * passes,
+          "train_seconds": result.train_seconds,
+          "compile_seconds": result.compile_seconds}
+  return Trained(result, training.variables_of(result.state), cost)
+
+
+def train_net(name: str, section: Section, x: np.ndarray, y: np.ndarray,
+              config: ml_collections.ConfigDict, workdir: Optional[str]):
+  """Trains the lecture network of `section` (`configs/lecture_common.py`:
+  its `model`, `seed` for the weights and the data order, Adam with a
+  cyclic learning rate) with `config`'s batch size and kernels.
+
+  Returns:
+    (model, variables, TrainResult).
+  """
+  model = models.get_model(section["model"], kernels=config.kernels,
+                           num_classes=data.info(config.dataset).num_classes)
+  trained = train_model(
+      name, section, model, x, y, key=jax.random.key(section["seed"]),
+      batch_size=config.batch_size, seed=section["seed"], workdir=workdir,
+      checkpoint_every=config.checkpoint_every, desc=f"train {name}",
+      progress=config.progress)
+  return model, trained.variables, trained.result
