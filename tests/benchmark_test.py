@@ -5,28 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import benchmark
-from experiments import benchmark_conv
+from experiments.benchmarks import attack
+from experiments.benchmarks import conv
+from experiments.benchmarks import loop
+from experiments.benchmarks import mi
+from experiments.benchmarks import run
+from experiments.benchmarks import timing
+from experiments.benchmarks import training
 from jaxadv import models
 
 
-@pytest.mark.parametrize("mode, updates, passes", [
-    ("natural", 1, 1), ("fgsm_rs", 1, 2), ("free:8", 8, 8), ("pgd:7", 1, 8),
-    ("free:4@fori", 4, 4), ("pgd:3@unroll", 1, 4)])
-def test_build_mode_counts(mode, updates, passes):
-  _, u, p = benchmark.build_mode(mode)
-  assert (u, p) == (updates, passes)
-
-
-def test_parse_mode_loop_suffix():
-  assert benchmark.parse_mode("free:8@fori") == ("free", 8, "fori")
-  assert benchmark.parse_mode("natural") == ("natural", 0, None)
-  with pytest.raises(ValueError, match="loop"):
-    benchmark.build_mode("free:2@while")[0]
-
-
 def test_conv_benchmark_times_every_setting():
-  res = benchmark_conv.measure("fast_at_mnist", "im2col_grad",
+  res = conv.measure("fast_at_mnist", "im2col_grad",
                                attack_batch=4, train_batch=4, steps=1,
                                replays=2, repeats=1)
   assert set(res) == {"forward", "pgd_unroll", "pgd_fori", "natural",
@@ -40,10 +30,12 @@ def test_train_modes_are_timed_in_one_interleaved_pass():
   a per-update time that divides the call by the updates it makes."""
   from jaxadv import data
   x, y = data.load("mnist", "train", limit=8)
-  rows = benchmark.time_train_modes("fast_at_mnist", ("natural", "free:2"),
-                                    {"x": x, "y": y}, 0.3, warmup=1,
-                                    repeats=2)
-  assert [r["mode"] for r in rows] == ["natural", "free:2"]
+  rows = training.time_train_modes("fast_at_mnist",
+                                   ("natural", "free:2@fori"),
+                                   {"x": x, "y": y}, 0.3, warmup=1,
+                                   repeats=2, kernels="lax")
+  assert [r["mode"] for r in rows] == ["natural", "free:2@fori"]
+  assert {r["kernels"] for r in rows} == {"lax"}
   for r in rows:
     assert r["call_s"] > 0 and r["compile_s"] > 0
     np.testing.assert_allclose(r["per_update_s"],
@@ -52,12 +44,17 @@ def test_train_modes_are_timed_in_one_interleaved_pass():
   for r in rows:  # the rounds the median (and paired ratios) come from
     assert len(r["round_s"]) == 2
     np.testing.assert_allclose(r["call_s"], np.median(r["round_s"]))
+  training.add_ratios(rows, batches_per_epoch=10)
+  assert rows[0]["ratio_to_natural"] == 1.0 and rows[0]["bar"] == "-"
+  assert rows[1]["bar"].startswith("<= 1.05: ")
+  md = "\n".join(training.train_markdown(
+      {"config": {"batch_size": 8, "repeats": 2}, "train": rows}))
+  assert "| model | kernels | mode |" in md and "free:2@fori" in md
 
 
 def test_interleaved_medians_alternate_calls():
   """Each round calls every function once (after `rewarm` untimed calls),
   in order."""
-  from experiments import timing
   order = []
   calls = {n: (lambda n=n: order.append(n) or jnp.zeros(())) for n in "ab"}
   medians = timing.interleaved_medians(calls, repeats=3, warmup=1, rewarm=1)
@@ -66,7 +63,6 @@ def test_interleaved_medians_alternate_calls():
 
 
 def test_interleaved_times_keep_every_round():
-  from experiments import timing
   calls = {n: (lambda: jnp.zeros(())) for n in "abc"}
   times = timing.interleaved_times(calls, repeats=4, warmup=0, rewarm=0)
   assert list(times) == list("abc")
@@ -81,7 +77,6 @@ def test_interleaved_times_keep_every_round():
     ([1.0, 1.1, 3.0, 1.0], [1.0, 1.0, 3.0, 1.0], (1.0, 1.0, 1.1)),
 ])
 def test_paired_ratio(num, den, want):
-  from experiments import timing
   r = timing.paired_ratio(num, den)
   np.testing.assert_allclose((r["median"], r["min"], r["max"]), want,
                              rtol=1e-12)
@@ -89,24 +84,26 @@ def test_paired_ratio(num, den, want):
 
 @pytest.mark.parametrize("num, den", [([], []), ([1.0, 2.0], [1.0])])
 def test_paired_ratio_rejects_mismatched_rounds(num, den):
-  from experiments import timing
   with pytest.raises(ValueError, match="same length"):
     timing.paired_ratio(num, den)
 
 
-def test_loop_benchmark_times_both_forms_in_alternation():
-  from experiments import benchmark_loop
-  r = benchmark_loop.measure_pair(2, batch_size=4, repeats=3)
-  for loop in ("unroll", "fori"):
-    assert r[loop]["median_s"] > 0 and r[loop]["compile_s"] > 0
+@pytest.mark.parametrize("kernels", ["xla_cpu", "lax"])
+def test_loop_benchmark_times_both_forms_in_alternation(kernels):
+  r = loop.measure_pair(2, batch_size=4, repeats=3, kernels=kernels)
+  assert r["kernels"] == kernels
+  for form in ("unroll", "fori"):
+    assert r[form]["median_s"] > 0 and r[form]["compile_s"] > 0
   ratio = r["fori_over_unroll"]
   assert ratio["min"] <= ratio["median"] <= ratio["max"]
+  md = loop.to_markdown([{"steps": 2, **r}], batch_size=4)
+  assert f"| 2 | {kernels} |" in md and "default_unroll" in md
 
 
 @pytest.mark.parametrize("name", ["fast_at_mnist", "madry_cnn"])
 def test_torch_port_matches_logits(name):
   torch = pytest.importorskip("torch")
-  from experiments import peers
+  from experiments.benchmarks import peers
   model = models.get_model(name)
   params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
   x = np.asarray(jax.random.uniform(jax.random.key(1), (8, 28, 28, 1)))
@@ -119,15 +116,15 @@ def test_torch_port_matches_logits(name):
 
 def test_mi_benchmark_times_the_same_work():
   """The MI benchmark runs on real data and reports consistent ratios."""
-  from experiments import benchmark_mi
-  r = benchmark_mi.measure("fast_at_mnist", batch_size=20, num_samples=3,
-                           repeats=1)
+  r = mi.measure("fast_at_mnist", batch_size=20, num_samples=3, repeats=1,
+                 kernels="xla_cpu", chunk_size=2)
+  assert r["chunk_size"] == 2 and r["kernels"] == "xla_cpu"
   for k in ("mi_ol_s", "mi_ol_vmap_s", "n_forwards_s", "one_big_forward_s",
             "python_loop_s"):
     assert r[k] > 0, k
   np.testing.assert_allclose(r["mi_ol_vs_n_forwards"],
                              r["mi_ol_s"] / r["n_forwards_s"])
-  assert "MI-OL" in benchmark_mi.to_markdown(r)
+  assert "chunk_size=2" in mi.to_markdown(r)
 
 
 def test_attack_throughput_rows_and_deterministic_agreement():
@@ -145,9 +142,10 @@ def test_attack_throughput_rows_and_deterministic_agreement():
   x, y = data.load("mnist", "test", limit=8)
   params = models.get_model("fast_at_mnist").init(
       jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-  res = benchmark.attack_throughput(config, "fast_at_mnist", params, x, y)
+  res = attack.attack_throughput(config, "fast_at_mnist", params, x, y)
   names = [r["attack"] for r in res["rows"]]
   assert names[0] == "jaxadv (1 device)"
+  assert "jaxadv (1 device, lax kernels)" in names  # what the kernels cost
   assert any("torchattacks" in n for n in names)
   assert any("foolbox" in n for n in names)
   for r in res["rows"]:
@@ -161,7 +159,30 @@ def test_attack_throughput_rows_and_deterministic_agreement():
     assert b["speedup_range"] == [b["speedup"], b["speedup"]]
     np.testing.assert_allclose(b["speedup"], b["ratio_of_medians"],
                                rtol=1e-9)
-  assert "Without the random start" in benchmark.to_markdown(
-      {"machine": benchmark.machine(), "config": {"batch_size": 1,
-                                                  "repeats": 1},
+  assert "Without the random start" in run.to_markdown(
+      {"machine": run.machine(), "config": {"batch_size": 1, "repeats": 1},
        "train": [], "attack": res})
+
+
+def test_time_to_accuracy_runs_on_fits_eval_hook():
+  """Time to accuracy is `training.fit` with its `eval_fn` hook: training
+  stops at the first check that reaches the target."""
+  import inspect
+  from jaxadv import training as jaxadv_training
+  if "eval_fn" not in inspect.signature(jaxadv_training.fit).parameters:
+    pytest.skip("training.fit has no eval_fn hook yet")
+  from experiments.configs import benchmark as benchmark_config
+  config = benchmark_config.get_config("quick")
+  config.tta.target = 0.0  # reached at the first check
+  config.tta.check_every = 3
+  config.tta.heldout = 20
+  config.tta.pgd_steps = 2
+  rows, states = training.time_to_accuracy(config)
+  (row,) = rows
+  assert row["method"] == "fgsm_rs" and row["batches"] == 3
+  assert row["seconds_to_target"] is not None
+  assert row["fwd_bwd_passes"] == 2 * 3
+  assert [b for _, b, _ in row["curve"]] == [3]
+  assert states["fgsm_rs"][0] == "fast_at_mnist"
+  assert "| fgsm_rs |" in "\n".join(training.tta_markdown(
+      {"config": config.to_dict(), "tta": rows}))

@@ -1,24 +1,28 @@
-r"""Measures `layers.Conv`'s implementations: lax, im2col(_grad), explicit.
+r"""Measures the convolution kernels: lax and `jaxadv.models.xla_cpu`'s.
 
-  python -m experiments.benchmark_conv [--models=fast_at_mnist,madry_cnn]
-      [--impls=lax,im2col,im2col_grad,explicit] [--attack_batch=500]
+  python -m experiments.benchmarks.conv [--models=fast_at_mnist,madry_cnn]
+      [--impls=lax,xla_cpu,im2col,im2col_grad,explicit] [--attack_batch=500]
       [--train_batch=128] [--single_channels=1,3,8,16,32]
+
+"lax" and "xla_cpu" are `get_model(kernels=...)`'s two choices ("xla_cpu"
+picks one of the XLA:CPU kernels per conv shape, `xla_cpu.conv`); "im2col",
+"im2col_grad" and "explicit" force one of them for every conv
+(`conv_fn=xla_cpu.conv2d_im2col`, `conv2d_im2col_grad`, `conv2d`).
 
 For each model and conv implementation, prints the median time (after a
 warm-up call; compile time in brackets) of a forward pass alone (at the
 attack batch), a PGD-10 attack, unrolled and as `lax.fori_loop`, and of a
 natural and a free-AT (m = `--replays`, unrolled and rolled) training
 step. The implementations are interleaved `--rounds`
-times, so a busy machine slows all of them alike. This is where the numbers
-in `jaxadv/models/layers.py`'s docstring come from, and what
-`layers.default_impl` is chosen by.
+times, so a busy machine slows all of them alike. This is what
+`xla_cpu.conv`'s choice per conv shape is based on.
 
 With `--single_channels`, it first times one 4x4 / 2 convolution (padding 1,
 the fast-AT net's shape; 28x28 input for up to 8 channels, 14x14 above)
 per input-channel count: its forward pass and its input gradient, for each
 implementation, interleaved. "im2col"'s input gradient is col2im and
 "explicit"'s a canonical conv on the space-to-depth grid, the two forms
-`conv2d_im2col_grad` chooses between at `layers.FEW_CHANNELS`.
+`conv2d_im2col_grad` chooses between at `xla_cpu.FEW_CHANNELS`.
 """
 
 from __future__ import annotations
@@ -33,20 +37,35 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import timing
+from experiments.benchmarks import timing
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import models
 from jaxadv import training
 from jaxadv.models import layers
+from jaxadv.models import xla_cpu
 
 FLAGS = flags.FLAGS
+
+# impl -> get_model keyword arguments.
+IMPLS = {
+    "lax": {"kernels": "lax"},
+    "xla_cpu": {"kernels": "xla_cpu"},
+    "im2col": {"conv_fn": xla_cpu.conv2d_im2col},
+    "im2col_grad": {"conv_fn": xla_cpu.conv2d_im2col_grad},
+    "explicit": {"conv_fn": xla_cpu.conv2d},
+}
+# impl -> one convolution `(x, kernel, strides, pads) -> y`.
+CONV_FNS = {"lax": layers.lax_conv, "xla_cpu": xla_cpu.conv,
+            "im2col": xla_cpu.conv2d_im2col,
+            "im2col_grad": xla_cpu.conv2d_im2col_grad,
+            "explicit": xla_cpu.conv2d}
 
 
 def _define_flags() -> None:
   flags.DEFINE_list("models", ["fast_at_mnist", "madry_cnn"], "Models.")
-  flags.DEFINE_list("impls", ["lax", "im2col", "im2col_grad", "explicit"],
-                    "Conv impls.")
+  flags.DEFINE_list("impls", ["lax", "xla_cpu", "im2col", "im2col_grad",
+                              "explicit"], f"Conv impls: {list(IMPLS)}.")
   flags.DEFINE_integer("attack_batch", 500, "PGD batch size.")
   flags.DEFINE_integer("train_batch", 128, "Training batch size.")
   flags.DEFINE_integer("steps", 10, "PGD steps.")
@@ -66,26 +85,27 @@ def _time(fn, *args, repeats: int) -> tuple[float, float]:
 def measure(model_name: str, impl: str, *, attack_batch: int,
             train_batch: int, steps: int, replays: int,
             repeats: int) -> dict:
-  """Times PGD and training steps of `model_name` with `conv_impl=impl`."""
-  model = models.get_model(model_name, conv_impl=impl)
+  """Times PGD and training steps of `model_name` with the kernels `impl`
+  (a key of `IMPLS`)."""
+  model = models.get_model(model_name, **IMPLS[impl])
   x = jax.random.uniform(jax.random.key(1), (attack_batch, 28, 28, 1))
   y = jnp.arange(attack_batch) % 10
   variables = model.init(jax.random.key(0), x[:1])
   out = {"forward": _time(model.apply, variables, x,
                           repeats=repeats)}
-  for loop in ("unroll", "fori"):
-    def attack(variables, x, y, key, loop=loop):
+  for loop, unroll in (("unroll", True), ("fori", False)):
+    def attack(variables, x, y, key, unroll=unroll):
       loss_fn = losses.make_loss_fn(lambda v: model.apply(variables, v))
       return attacks.pgd(loss_fn, x, y, key, eps=0.3, step_size=0.01,
-                         steps=steps, loop=loop)
+                         steps=steps, unroll=unroll)
     out[f"pgd_{loop}"] = _time(attack, variables, x, y,
                                jax.random.key(2), repeats=repeats)
   batch = {"x": x[:train_batch], "y": y[:train_batch]}
   steps_fns = {"natural": (training.natural_step(), False),
                "free_unroll": (training.free_at_step(replays=replays,
-                                                     loop="unroll"), True),
+                                                     unroll=True), True),
                "free_fori": (training.free_at_step(replays=replays,
-                                                   loop="fori"), True)}
+                                                   unroll=False), True)}
   for name, (step, free) in steps_fns.items():
     state = training.create_train_state(
         model, jax.random.key(0), (1, 28, 28, 1), optax.sgd(0.01, 0.9),
@@ -113,7 +133,7 @@ def measure_single(channels: list[int], impls: list[str], batch: int,
     kernel = jax.random.normal(jax.random.key(2), (4, 4, c_in, c_out))
     g = jax.random.normal(jax.random.key(3), (batch, hw // 2, hw // 2, c_out))
     for impl in impls:
-      conv = functools.partial(_single_conv, layers.CONV_FNS[impl])
+      conv = functools.partial(_single_conv, CONV_FNS[impl])
       fwd = jax.jit(conv)
       grad = jax.jit(lambda x, k, g, conv=conv: jax.vjp(
           lambda a: conv(a, k), x)[1](g)[0])
@@ -135,8 +155,8 @@ def main(argv):
     res = measure_single(channels, FLAGS.impls, FLAGS.attack_batch,
                          FLAGS.repeats * FLAGS.rounds)
     print(f"\nOne 4x4 / 2 conv at batch {FLAGS.attack_batch}: forward / "
-          f"input gradient, ms (layers.FEW_CHANNELS = "
-          f"{layers.FEW_CHANNELS})\n")
+          f"input gradient, ms (xla_cpu.FEW_CHANNELS = "
+          f"{xla_cpu.FEW_CHANNELS})\n")
     print("| C_in | " + " | ".join(FLAGS.impls) + " |")
     print("|---" * (len(FLAGS.impls) + 1) + "|")
     for c in channels:

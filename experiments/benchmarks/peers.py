@@ -1,8 +1,8 @@
 """Peer libraries for the benchmark: torchattacks (PyTorch) and foolbox (JAX).
 
-Only `experiments.benchmark` imports this module; torch, torchattacks and
-foolbox come from the optional extra `pip install -e .[bench]`. The jaxadv
-library itself never imports them.
+Only `experiments.benchmarks.attack` imports this module; torch,
+torchattacks and foolbox come from the optional extra
+`pip install -e .[bench]`. The jaxadv library itself never imports them.
 
 The PyTorch models replicate jaxadv's MNIST nets layer for layer and receive
 the same weights (`port_to_torch`): conv kernels HWIO -> OIHW, dense kernels

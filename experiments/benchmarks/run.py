@@ -1,0 +1,95 @@
+"""Runs every part of the benchmark and writes `benchmark.json` / `.md`."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+
+from experiments import common
+from experiments.benchmarks import attack
+from experiments.benchmarks import loop
+from experiments.benchmarks import mi
+from experiments.benchmarks import training
+from jaxadv import data
+
+
+def to_markdown(res: dict) -> str:
+  """The benchmark as Markdown tables."""
+  m = res["machine"]
+  out = [f"Machine: {m['processor'] or m['platform']}, {m['cpu_count']} cores, "
+         f"jax {m['jax']} ({m['backend']}, {len(m['devices'])} device(s)).", ""]
+  out += training.train_markdown(res)
+  if res.get("memory"):
+    out += [""] + training.memory_markdown(res)
+  if res.get("tta"):
+    out += [""] + training.tta_markdown(res)
+  if res.get("attack"):
+    out += [""] + attack.to_markdown(res["attack"])
+  if res.get("loop"):
+    out += ["", loop.to_markdown(res["loop"],
+                                 res["config"]["loop_batch_size"])]
+  if isinstance(res.get("mixup_inference"), dict):
+    out += ["", mi.to_markdown(res["mixup_inference"])]
+  return "\n".join(out)
+
+
+def machine() -> dict:
+  """The machine line's fields (older benchmark.json files have only it)."""
+  env = common.environment()
+  return {"platform": env["platform"], "processor": env["processor"],
+          "cpu_count": env["cpu_count"], "python": env["python"],
+          "jax": env["jax"], "backend": env["backend"],
+          "devices": [str(d) for d in jax.devices()]}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs every part of the benchmark and writes the results."""
+  os.makedirs(workdir, exist_ok=True)
+  res = {"environment": common.environment(), "machine": machine(),
+         "config": config.to_dict()}
+  print(res["environment"])
+  x, y = data.load(config.dataset, "train", data_dir=config.data_dir,
+                   manual_dir=config.manual_dir)
+  x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir,
+                             manual_dir=config.manual_dir)
+  batch = {"x": x[:config.batch_size], "y": y[:config.batch_size]}
+  nb = data.num_batches(len(x), config.batch_size)
+
+  res["train"] = []
+  for g in config.train.values():
+    rows = training.time_train_modes(g.model, tuple(g.modes), batch,
+                                     config.eps, config.warmup,
+                                     config.repeats, kernels=g.kernels)
+    training.add_ratios(rows, nb)
+    for r in rows:
+      print(f"[train] {g.model} ({g.kernels}) {r['mode']}: "
+            f"{1e3 * r['call_s']:.2f} ms/call, ratio "
+            f"{r['ratio_to_natural']:.2f} {r['bar']}")
+    res["train"] += rows
+
+  if config.memory_groups:
+    res["memory"] = training.memory_table(config)
+
+  res["tta"], states = training.time_to_accuracy(config)
+
+  if "fgsm_rs" in states:
+    model_name, state = states["fgsm_rs"]
+    n = config.attack.num_examples
+    res["attack"] = attack.attack_throughput(config, model_name, state.params,
+                                             x_test[:n], y_test[:n])
+    for r in res["attack"]["rows"]:
+      print(f"[attack] {r['attack']}: {r['images_per_s']:.0f} img/s, "
+            f"robust acc {r['robust_acc']:.4f}")
+
+  res["loop"] = [{"steps": k, **loop.measure_pair(
+      k, config.loop_batch_size, config.repeats, kernels)}
+                 for k in config.loop_steps for kernels in config.loop_kernels]
+  mc = config.mixup_inference
+  res["mixup_inference"] = mi.measure(
+      mc.model, mc.batch_size, mc.num_samples, config.repeats, config.dataset,
+      kernels=config.kernels, chunk_size=mc.chunk_size)
+  print(mi.to_markdown(res["mixup_inference"]))
+  common.write_results(workdir, res, to_markdown(res), name="benchmark")
+  return res
