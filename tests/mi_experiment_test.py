@@ -8,6 +8,7 @@ import pytest
 
 from experiments import mixup_inference
 from experiments.configs import mi_mnist
+from experiments.mixup_inference import plan
 
 RESULT_KEYS = {"model", "defense", "attack", "targeted", "mode", "steps",
                "eps", "acc"}
@@ -50,6 +51,8 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   records = mixup_inference.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
+  assert saved["environment"]["jax"]
+  saved = saved["records"]
   assert saved == records
   for r in records:
     assert set(r) == RESULT_KEYS | {"num_examples"}
@@ -126,23 +129,34 @@ def test_attack_examples_per_step_count():
   config = mi_mnist.get_config()
   config.eval.num_examples = 500
   config.eval.examples_by_steps = ((50, 200), (200, 100))
-  assert [mixup_inference.attack_examples(config, s)
+  assert [plan.attack_examples(config, s)
           for s in (10, 50, 200)] == [500, 200, 100]
   config.eval.examples_by_steps = ()
-  assert mixup_inference.attack_examples(config, 200) == 500
+  assert plan.attack_examples(config, 200) == 500
   config.eval.examples_by_steps = ((10, 0),)
   with pytest.raises(ValueError, match="examples_by_steps"):
-    mixup_inference.attack_examples(config, 10)
+    plan.attack_examples(config, 10)
 
 
 def test_upsert_replaces_a_rerun_record_in_place():
-  rec = lambda acc, n: mixup_inference._record("m", "mi_ol", "pgd", False,
-                                               "oblivious", 10, 0.05, acc, n)
-  records = [rec(0.5, 500), mixup_inference._record(
+  rec = lambda acc, n: plan._record("m", "mi_ol", "pgd", False,
+                                    "oblivious", 10, 0.05, acc, n)
+  records = [rec(0.5, 500), plan._record(
       "m", "none", "none", False, "oblivious", 0, 0.0, 0.9)]
-  done = {mixup_inference._rkey(r) for r in records}
-  mixup_inference._upsert(records, done, rec(0.25, 100))
+  done = {plan._rkey(r) for r in records}
+  plan._upsert(records, done, rec(0.25, 100))
   assert len(records) == 2 and records[0]["acc"] == 0.25
   assert records[0]["num_examples"] == 100
-  mixup_inference._upsert(records, done, rec(0.1, 100) | {"steps": 50})
+  plan._upsert(records, done, rec(0.1, 100) | {"steps": 50})
   assert len(records) == 3
+
+
+def test_mnist_configs_set_the_committed_kernels_loops_and_chunks():
+  """The old CPU defaults, now explicit: XLA:CPU kernels, rolled attack
+  loops, ~1,024 images per MI chunk."""
+  config = mi_mnist.get_config()
+  assert config.kernels == "xla_cpu"
+  assert config.mi.chunk_size == 1024 // config.eval.batch_size == 2
+  assert config.eval.unroll is False and config.adaptive.unroll is False
+  assert config.iat.unroll is False
+  assert mi_mnist.get_config("quick").mi.chunk_size == 10

@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = mi_common.base_config()
   config.dataset = "cifar10_jpeg" if "jpeg" in variants else "cifar10"
   config.model = "preact_resnet18"
+  config.kernels = "lax"
   for name in ("mixup", "iat"):
     mc = config[name]
     mc.optimizer = "sgd"
@@ -41,11 +42,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.iat.eps = 8 / 255
   config.iat.step_size = 2 / 255
   config.iat.eps_ramp_epochs = 0.0
+  config.iat.unroll = None     # the backend default (rolled on GPU/TPU)
   config.eval.eps = 8 / 255
   config.eval.sweep_eps = (2 / 255, 4 / 255, 8 / 255, 16 / 255)
   config.eval.num_examples = 1000
   config.eval.examples_by_steps = ()      # a GPU attacks all 1000 each time
   config.eval.batch_size = 250
+  config.eval.unroll = None
   config.baselines.min_fraction = 0.75   # 24-32 px on 32-px images
   config.mi.chunk_size = 10               # N x B ResNet forwards in chunks
   if "quick" in variants:

@@ -8,11 +8,18 @@ and budgets.
 import ml_collections
 
 
+def chunk_size_for(batch_size: int, images: int = 1024) -> int:
+  """Copies of a `batch_size` batch per `lax.map` step for ~`images` images
+  per step (what jaxadv chose on CPU before `chunk_size` became explicit)."""
+  return max(1, images // batch_size)
+
+
 def _model(**kwargs) -> ml_collections.ConfigDict:
   base = dict(step="mixup", alpha=1.0, epochs=6.0, optimizer="adam",
               schedule="cyclic", learning_rate=5e-3, weight_decay=0.0,
               eps=0.0, step_size=0.0, steps=0, adv_ratio=0.5,
-              eps_ramp_epochs=0.0, mi_ol_lam=0.5)
+              eps_ramp_epochs=0.0, mi_ol_lam=0.5,
+              unroll=ml_collections.config_dict.placeholder(bool))
   base.update(kwargs)
   return ml_collections.ConfigDict(base)
 
@@ -25,6 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)
   config.manual_dir = ml_collections.config_dict.placeholder(str)
   config.model = "fast_at_mnist"
+  # The XLA:CPU convolutions (`jaxadv.models.xla_cpu`), as the committed
+  # MNIST runs used; "lax" = the library default.
+  config.kernels = "xla_cpu"
   config.batch_size = 128
   config.train_limit = ml_collections.config_dict.placeholder(int)
   config.checkpoint_every = 500
@@ -38,8 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
   # 0.5 on mixup models and 0.6 on IAT models (Pang et al., 2020).
   config.models = ("mixup", "iat")
   config.mixup = _model(step="mixup", epochs=6.0)
+  # IAT's PGD runs rolled (`unroll=False`), as in the committed MNIST runs
+  # (the CPU default for the fast-AT net's attack bodies then).
   config.iat = _model(step="iat", epochs=6.0, eps=0.1, step_size=0.025,
-                      steps=10, eps_ramp_epochs=1.0, mi_ol_lam=0.6)
+                      steps=10, eps_ramp_epochs=1.0, mi_ol_lam=0.6,
+                      unroll=False)
 
   # Defences, Pang et al. (2020) Sec. 4 / Appendix.
   config.defenses = ("none", "gaussian", "rotation", "xie", "guo", "mi_pl",
@@ -51,9 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
       ol_num_samples=30, combined_lam_pl=0.5, combined_lam_ol=0.5,
       combined_threshold=0.2, combined_num_samples_pl=5,
       combined_num_samples_ol=15,
-      # Copies evaluated at once: -1 = per backend (jaxadv default: one at a
-      # time on CPU, all N x B on GPU/TPU), 0 = all, k = chunks of k.
-      chunk_size=-1))
+      # Mixed copies (and baseline draws) evaluated at once, `lax.map` steps
+      # of `chunk_size` copies of the batch; None = all N x B in one vmap
+      # (for GPU/TPU). On CPU ~1,024 images per step stay in cache:
+      # max(1, 1024 // eval.batch_size) copies (`chunk_size_for`).
+      chunk_size=chunk_size_for(500)))
 
   # Attacks. eps in pixel units; step size = step_size_factor * eps (2/255
   # at 8/255 on CIFAR = 1/4). The main table runs every (targeted, steps) at
@@ -61,19 +76,22 @@ def base_config() -> ml_collections.ConfigDict:
   # The long attacks run on the first n of those examples, (steps, n)
   # pairs in `examples_by_steps`, so the full table fits a CPU budget
   # (every attack of one step count uses the same n; () = all).
+  # The oblivious PGD runs rolled (`unroll=False`; None = the backend
+  # default).
   config.eval = ml_collections.ConfigDict(dict(
       num_examples=500, clean_examples=10000, batch_size=500,
       eps=0.05, steps=(10, 50, 200), targeted=(False, True),
       examples_by_steps=((50, 200), (200, 100)),
       sweep_eps=(0.02, 0.05, 0.1, 0.2, 0.3), sweep_steps=10,
-      step_size_factor=0.25))
+      step_size_factor=0.25, unroll=False))
   # Adaptive attacks. EOT-PGD draws `eot_samples` fresh copies of the
   # defence's randomness per step, each with at most `max_samples` of the
   # defence's own draws (mixed copies / transforms), and uses the rolled loop
-  # (200-step EOT graphs are too large to unroll). The paper's own adaptive
-  # attack averages `num_partners` PGD perturbations on mixed inputs.
+  # (`unroll=False`: 200-step EOT graphs are too large to unroll). The
+  # paper's own adaptive attack averages `num_partners` PGD perturbations on
+  # mixed inputs.
   config.adaptive = ml_collections.ConfigDict(dict(
-      eot_samples=1, max_samples=8, loop="fori", paper_num_partners=5,
+      eot_samples=1, max_samples=8, unroll=False, paper_num_partners=5,
       paper_steps=(10, 50)))
   # The analysis of Pang et al.: accuracy and F_y / F_y_hat against lam.
   config.analysis = ml_collections.ConfigDict(dict(
@@ -95,6 +113,7 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.eval.num_examples = 100
   config.eval.clean_examples = 200
   config.eval.batch_size = 100
+  config.mi.chunk_size = chunk_size_for(config.eval.batch_size)
   config.eval.steps = (10,)
   config.eval.targeted = (False, True)
   config.eval.sweep_eps = (0.05,)

@@ -7,7 +7,7 @@ oblivious and adaptive (EOT), plus an eps sweep (0.02-0.3) for PGD-10.
 
 Run (PGD-10 on 500 test images, PGD-50 on the first 200, PGD-200 on the
 first 100: `eval.examples_by_steps`). Measured: 35 min 21 s wall on 2 CPU
-cores, both models trained from scratch (commit 36f88e4):
+cores, both models trained from scratch:
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_mnist.py --workdir=/tmp/mi_mnist
 PGD-10 only (every defence, oblivious and adaptive, the eps sweep): append
