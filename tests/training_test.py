@@ -1,6 +1,8 @@
 """Tests of the training steps (pure functions) and the resumable loop."""
 
 
+import time
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -190,3 +192,104 @@ def test_fit_learns_real_mnist(mnist_subset):
   logits = result.state.apply_fn({"params": result.state.params}, x[1000:])
   acc = float(np.mean(np.argmax(logits, -1) == y[1000:]))
   assert acc > 0.85, acc
+
+
+def _fast_at_state(lr=2e-3):
+  return training.create_train_state(
+      models.get_model("fast_at_mnist"), jax.random.key(0), (1, 28, 28, 1),
+      optax.adam(lr))
+
+
+def test_fit_eval_hook_excludes_its_time_and_records_history(mnist_subset):
+  """eval_fn every 10 batches and after the last: its records carry the
+  batch count and the training time so far, which leaves out compilation
+  and the time spent in eval_fn (0.5 s sleeps) and epoch_fn."""
+  x, y = mnist_subset
+  x_test, y_test = x[1000:], y[1000:]
+  spans = []  # (hook, start, end) of every hook call, wall clock
+
+  def eval_fn(state, batches):
+    t = time.perf_counter()
+    time.sleep(0.5)
+    logits = state.apply_fn({"params": state.params}, x_test)
+    acc = float(np.mean(np.argmax(logits, -1) == y_test))
+    spans.append(("eval", t, time.perf_counter()))
+    return {"test_accuracy": acc, "seen": batches}
+
+  def epoch_fn(state, epoch):
+    t = time.perf_counter()
+    time.sleep(0.5)
+    spans.append(("epoch", t, time.perf_counter()))
+    return {"pass": epoch}
+
+  t0 = time.perf_counter()
+  result = training.fit(_fast_at_state(), training.natural_step(), x[:1000],
+                        y[:1000], batch_size=50, num_batches=25, seed=0,
+                        progress=False, eval_fn=eval_fn, eval_every=10,
+                        epoch_fn=epoch_fn)
+  wall = time.perf_counter() - t0
+  evals = [r for r in result.history if "test_accuracy" in r]
+  passes = [r for r in result.history if "epoch" in r]
+  # 20 batches per pass: evals at 10, 20 and after the last (25); two passes.
+  assert [r["batches"] for r in evals] == [10, 20, 25]
+  assert [r["seen"] for r in evals] == [10, 20, 25]
+  assert [(r["epoch"], r["batches"], r["pass"]) for r in passes] == [
+      (0, 20, 0), (1, 25, 1)]
+  assert result.batches == 25 and not result.stopped_early
+  assert 0.0 < evals[0]["train_seconds"] < evals[1]["train_seconds"]
+  assert evals[1]["train_seconds"] < evals[2]["train_seconds"]
+  assert evals[2]["train_seconds"] == pytest.approx(result.train_seconds,
+                                                    abs=0.05)
+  # Trained (the history holds real accuracies, rising from chance).
+  assert evals[-1]["test_accuracy"] > 0.6
+  # Five hook calls of >= 0.5 s each: none of it counted as training time.
+  hooks = sum(end - start for _, start, end in spans)
+  assert len(spans) == 5 and hooks >= 2.5
+  assert result.train_seconds <= wall - hooks - result.compile_seconds + 0.05
+  # Between two evals, training time <= the wall time outside the hooks.
+  ends = [end for hook, _, end in spans if hook == "eval"]
+  starts = [start for hook, start, _ in spans if hook == "eval"]
+  for i in range(len(evals) - 1):
+    outside = starts[i + 1] - ends[i] - sum(
+        end - start for hook, start, end in spans
+        if hook == "epoch" and ends[i] <= start <= starts[i + 1])
+    gained = evals[i + 1]["train_seconds"] - evals[i]["train_seconds"]
+    assert 0.0 < gained <= outside + 0.02, (i, gained, outside)
+
+
+def test_fit_eval_hook_stop_is_checkpointed(tmp_path, mnist_subset):
+  x, y = mnist_subset
+  seen = []
+
+  def eval_fn(state, batches):
+    seen.append(batches)
+    return {"stop": batches >= 15}
+
+  workdir = str(tmp_path / "run")
+  result = training.fit(_fast_at_state(), training.natural_step(), x[:1000],
+                        y[:1000], batch_size=50, num_batches=40, seed=0,
+                        workdir=workdir, progress=False, eval_fn=eval_fn,
+                        eval_every=5)
+  assert seen == [5, 10, 15]
+  assert result.batches == 15 and result.stopped_early
+  assert int(result.state.step) == 15
+  # The stop is part of the checkpoint: resuming trains no further.
+  again = training.fit(_fast_at_state(), training.natural_step(), x[:1000],
+                       y[:1000], batch_size=50, num_batches=40, seed=0,
+                       workdir=workdir, progress=False, eval_fn=eval_fn,
+                       eval_every=5)
+  assert again.batches == 15 and again.stopped_early and seen == [5, 10, 15]
+  np.testing.assert_array_equal(jax.tree.leaves(again.state.params)[0],
+                                jax.tree.leaves(result.state.params)[0])
+
+
+def test_fit_eval_every_needs_eval_fn(mnist_subset):
+  x, y = mnist_subset
+  with pytest.raises(ValueError, match="eval_fn"):
+    training.fit(_fast_at_state(), training.natural_step(), x[:100], y[:100],
+                 batch_size=50, num_batches=2, seed=0, progress=False,
+                 eval_every=1)
+  with pytest.raises(ValueError, match="eval_every"):
+    training.fit(_fast_at_state(), training.natural_step(), x[:100], y[:100],
+                 batch_size=50, num_batches=2, seed=0, progress=False,
+                 eval_fn=lambda s, b: {}, eval_every=0)

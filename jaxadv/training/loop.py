@@ -1,10 +1,17 @@
 """The training loop: fixed-size batches, progress bar, resumable checkpoints.
 
 The data order is a pure function of (seed, epoch) and every per-step key is
-`fold_in(key, state.step)`, so a run killed at any point and resumed from its
-last checkpoint continues with exactly the batches and keys it would have
-seen. Checkpoints are written with orbax (atomic: a step directory appears
-only once it is complete).
+`step_key(key, state) = fold_in(key, state.step)`, so a run killed at any
+point and resumed from its last checkpoint continues with exactly the batches
+and keys it would have seen. Checkpoints are written with orbax (atomic: a
+step directory appears only once it is complete).
+
+`fit` is built from small parts: `_validate_fit_args`, `_prepare_step`
+(jit / data-parallel placement), `_Checkpointer` (save, restore, skip
+corrupt checkpoints), `_Clock` (training wall time without compilation,
+checkpoints and hooks), `_check_not_diverged`, and `_Fit`, which runs the
+passes (`run_pass`), the hooks (`evaluate`, `end_pass`) and keeps the
+history.
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ class TrainResult:
 
   Attributes:
     state: the final (or, with `select`, the best) training state.
-    history: one dict per finished epoch: mean step metrics plus whatever
-      `epoch_fn` returned.
-    train_seconds: wall time spent in training steps, compile excluded, summed
-      over resumed segments.
+    history: one dict per finished epoch ("epoch", "batches", the mean step
+      metrics and whatever `epoch_fn` returned) and, with `eval_fn`, one per
+      evaluation ("batches", "train_seconds" and what `eval_fn` returned),
+      in the order they happened.
+    train_seconds: wall time spent in training steps, summed over resumed
+      segments; excludes the first step of each segment (compilation),
+      checkpointing, `epoch_fn` and `eval_fn`.
     compile_seconds: the first step's extra time (compilation), this segment.
     batches: minibatches processed.
-    stopped_early: True when `epoch_fn` asked to stop.
+    stopped_early: True when `epoch_fn` or `eval_fn` asked to stop.
   """
   state: TrainState
   history: list
@@ -99,7 +109,8 @@ def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
 
 
 def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
-                       checkpoint_every, seed) -> None:
+                       checkpoint_every, seed, eval_fn=None,
+                       eval_every=None) -> None:
   """Checks `fit`'s data and counts once, on the host, before any step."""
   validation.check_images(x, "x")
   num_classes = validation.output_classes(
@@ -109,6 +120,10 @@ def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
   validation.check_count(num_batches, "num_batches", 1)
   validation.check_count(checkpoint_every, "checkpoint_every", 1)
   validation.check_count(seed, "seed", 0)
+  if eval_every is not None:
+    validation.check_count(eval_every, "eval_every", 1)
+    if eval_fn is None:
+      raise ValueError("`eval_every` needs an `eval_fn`.")
 
 
 def _state_tree(state: TrainState) -> dict:
@@ -216,11 +231,226 @@ class _Checkpointer:
     self._mngr.close()
 
 
+def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
+                  jit: bool, mesh: Optional[jax.sharding.Mesh]
+                  ) -> tuple[TrainState, StepFn]:
+  """The state placed for the step, and the step to run (jitted or sharded).
+
+  Raises:
+    ValueError: `batch_size` (or free AT's delta) not divisible by the mesh.
+  """
+  run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
+  if mesh is not None:  # data parallel: the state lives on the mesh
+    parallel.check_batch_size(batch_size, mesh)
+    state = parallel.shard_state(state, mesh)
+    run_step = parallel.data_parallel(step_fn, mesh)
+  return state, run_step
+
+
+def _initial_progress() -> dict:
+  """The loop progress a checkpoint stores next to the state (0-d arrays)."""
+  return {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
+          "best_score": _scalar_float64(-np.inf),
+          "best_epoch": _scalar_int64(-1), "stopped": _scalar_int64(0)}
+
+
+class _Clock:
+  """Training wall time: runs only while steps do (blocks before reading)."""
+
+  def __init__(self, seconds: float):
+    self.seconds = seconds
+    self._t0: Optional[float] = None
+
+  def start(self) -> None:
+    self._t0 = time.perf_counter()
+
+  def exclude(self, seconds: float) -> None:
+    """Takes `seconds` (the first step's compilation) off the running lap."""
+    self._t0 += seconds
+
+  def stop(self, state: TrainState) -> None:
+    """Waits for `state` and adds the lap to `seconds`."""
+    jax.block_until_ready(state)
+    self.seconds += time.perf_counter() - self._t0
+    self._t0 = None
+
+
+class _Fit:
+  """One `fit` call: its state, progress, checkpoints, hooks and history."""
+
+  def __init__(self, state, run_step, x, y, *, batch_size, num_batches, seed,
+               workdir, checkpoint_every, epoch_fn, select, eval_fn,
+               eval_every, desc, progress):
+    self.state, self.run_step = state, run_step
+    self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+    self.num_batches, self.checkpoint_every = num_batches, checkpoint_every
+    self.epoch_fn, self.select = epoch_fn, select
+    self.eval_fn, self.eval_every = eval_fn, eval_every
+    self.workdir, self.desc, self.progress = workdir, desc, progress
+    self.steps_per_epoch = data_lib.num_batches(len(x), batch_size)
+    self.key = jax.random.key(seed)
+    self.prog = _initial_progress()
+    self.best = _copy_best(state) if select else None
+    self.ckpt = _Checkpointer(workdir) if workdir else None
+    self.history: list = []
+    self.compile_seconds = 0.0
+    self.compiled = False
+    self.evaluated = 0  # the last batch count `eval_fn` saw
+    self.first_bad = jnp.int32(-1)  # first batch with a NaN/inf metric
+    self.restore()
+    self.b = int(self.prog["batches"])
+    self.stopped = bool(self.prog["stopped"])
+    self.clock = _Clock(float(self.prog["train_seconds"]))
+    self.bar = tqdm(total=num_batches, initial=self.b, desc=desc,
+                    disable=not progress, dynamic_ncols=True, mininterval=1.0)
+
+  # -- checkpoints -----------------------------------------------------------
+
+  def restore(self) -> None:
+    """Resumes from the newest good checkpoint in `workdir`, if any."""
+    if self.ckpt is None:
+      return
+    restored = self.ckpt.restore_latest(self.state, self.prog, self.best)
+    if restored is None:
+      return
+    self.state, prog, self.best = restored
+    self.prog = {k: np.asarray(v) for k, v in prog.items()}
+    if self.progress:
+      print(f"[{self.desc}] resumed from {self.workdir} at batch "
+            f"{int(self.prog['batches'])}")
+
+  def check(self) -> None:
+    _check_not_diverged(self.first_bad, self.state, self.b, self.workdir,
+                        self.ckpt)
+
+  def save(self) -> None:
+    """Checkpoints the state and progress (never a diverged state)."""
+    self.check()
+    if self.ckpt is None:
+      return
+    self.prog.update(batches=_scalar_int64(self.b),
+                     train_seconds=_scalar_float64(self.clock.seconds),
+                     stopped=_scalar_int64(self.stopped))
+    self.ckpt.save(self.b, self.state, self.prog, self.best)
+
+  # -- steps -----------------------------------------------------------------
+
+  def train_step(self, batch) -> dict:
+    """One step; the first one of the segment is timed as compilation."""
+    ts = time.perf_counter()
+    self.state, metrics = self.run_step(self.state, batch, self.key)
+    if not self.compiled:
+      jax.block_until_ready(self.state)
+      self.compile_seconds = time.perf_counter() - ts
+      self.clock.exclude(self.compile_seconds)  # not training time
+      self.compiled = True
+    self.b += 1
+    self.first_bad = _track_nonfinite(self.first_bad, metrics, self.b)
+    return metrics
+
+  def run_pass(self) -> None:
+    """The rest of the current pass over the data (or up to `num_batches`)."""
+    epoch, start = divmod(self.b, self.steps_per_epoch)
+    sums: dict = {}
+    count = 0
+    epoch_end = False
+    self.clock.start()
+    for batch in data_lib.batches(self.x, self.y, self.batch_size,
+                                  seed=self.seed, epoch=epoch,
+                                  start_batch=start):
+      metrics = self.train_step(batch)
+      count += 1
+      sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+      b = self.b
+      if b % 50 == 0:
+        self.check()
+        self.bar.set_postfix({k: f"{float(v) / count:.3f}"
+                              for k, v in sums.items()})
+      self.bar.update(1)
+      epoch_end = b % self.steps_per_epoch == 0 or b == self.num_batches
+      if self.eval_every and b % self.eval_every == 0:
+        self.paused(self.evaluate)
+      if b % self.checkpoint_every == 0 and not epoch_end and not self.stopped:
+        self.paused(self.save)  # epoch ends save below
+      if b == self.num_batches or self.stopped:
+        break
+    if self.eval_fn is not None and self.b == self.num_batches:
+      self.paused(self.evaluate)  # after the last batch (once)
+    self.clock.stop(self.state)
+    record = {"epoch": epoch, "batches": self.b}
+    record.update({k: float(v) / max(count, 1) for k, v in sums.items()})
+    if epoch_end:
+      self.end_pass(epoch, record)
+    if epoch_end or self.stopped:
+      self.save()
+    self.history.append(record)
+    self.log(record)
+
+  def paused(self, fn: Callable[[], None]) -> None:
+    """Runs `fn` with the training clock stopped."""
+    self.clock.stop(self.state)
+    fn()
+    self.clock.start()
+
+  # -- hooks -----------------------------------------------------------------
+
+  def evaluate(self) -> None:
+    """`eval_fn(state, batches)` into the history; `{"stop": True}` stops."""
+    if self.eval_fn is None or self.evaluated == self.b:
+      return
+    self.check()  # never evaluate a diverged model
+    self.evaluated = self.b
+    extra = dict(self.eval_fn(self.state, self.b))
+    record = {"batches": self.b, "train_seconds": self.clock.seconds, **extra}
+    self.history.append(record)
+    self.stopped = self.stopped or bool(extra.get("stop", False))
+    self.log(record)
+
+  def end_pass(self, epoch: int, record: dict) -> None:
+    """`epoch_fn` at the end of a pass; early-stopping selection."""
+    if self.epoch_fn is None:
+      return
+    extra = self.epoch_fn(self.state, epoch)
+    record.update(extra)
+    self.stopped = self.stopped or bool(extra.get("stop", False))
+    if (self.select is not None and
+        float(extra[self.select]) > float(self.prog["best_score"])):
+      self.prog["best_score"] = _scalar_float64(extra[self.select])
+      self.prog["best_epoch"] = _scalar_int64(epoch)
+      self.best = _copy_best(self.state)
+
+  def log(self, record: dict) -> None:
+    if self.progress:
+      self.bar.write(f"[{self.desc}] " + ", ".join(
+          f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+          for k, v in record.items()))
+
+  # -- the run ---------------------------------------------------------------
+
+  def run(self) -> TrainResult:
+    while self.b < self.num_batches and not self.stopped:
+      self.run_pass()
+    self.check()
+    self.bar.close()
+    if self.ckpt is not None:
+      self.ckpt.close()
+    state = self.state
+    if self.select is not None and int(self.prog["best_epoch"]) >= 0:
+      state = state.replace(params=self.best["params"],
+                            batch_stats=self.best.get("batch_stats", {}))
+    return TrainResult(state=state, history=self.history,
+                       train_seconds=self.clock.seconds,
+                       compile_seconds=self.compile_seconds, batches=self.b,
+                       stopped_early=self.stopped)
+
+
 def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         batch_size: int, num_batches: int, seed: int,
         workdir: Optional[str] = None, checkpoint_every: int = 500,
         epoch_fn: Optional[Callable[[TrainState, int], dict]] = None,
-        select: Optional[str] = None, desc: str = "train",
+        select: Optional[str] = None,
+        eval_fn: Optional[Callable[[TrainState, int], dict]] = None,
+        eval_every: Optional[int] = None, desc: str = "train",
         progress: bool = True, jit: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
   """Trains `state` with `step_fn` for `num_batches` minibatches.
@@ -239,9 +469,18 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     workdir: checkpoint folder, or None for no checkpoints.
     checkpoint_every: save every this many minibatches (and at the end).
     epoch_fn: called after each pass as `epoch_fn(state, epoch) -> dict`; the
-      dict goes into the history; `{"stop": True}` ends training.
+      dict goes into the pass's history record; `{"stop": True}` ends
+      training.
     select: a key of `epoch_fn`'s dict; when given, the returned state holds
       the parameters of the epoch where it was highest (early stopping).
+    eval_fn: called as `eval_fn(state, batches_done) -> dict` every
+      `eval_every` minibatches and after the last one (once per batch
+      count); each dict goes into the history with "batches" and
+      "train_seconds" (training time so far, see `TrainResult`);
+      `{"stop": True}` ends training (the state is checkpointed first).
+      Its time is not training time.
+    eval_every: minibatches between `eval_fn` calls; None = only after the
+      last one.
     desc: progress-bar label.
     progress: show a tqdm progress bar.
     jit: jit the step (donating the state).
@@ -257,111 +496,22 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     ValueError, TypeError: `x` not floating pixels in [0, 1] (integer images:
       divide by 255) or holding NaN/inf; `y` not int [N] in [0, C) for the
       model's C classes; non-positive batch_size / num_batches /
-      checkpoint_every, negative seed, fewer examples than one batch, or a
-      batch_size not divisible by the mesh's device count.
+      checkpoint_every / eval_every, `eval_every` without `eval_fn`,
+      negative seed, fewer examples than one batch, or a batch_size not
+      divisible by the mesh's device count.
     TrainingDivergedError: a loss or the parameters became NaN/inf (the
       message names the batch; no non-finite state is checkpointed).
   """
   _validate_fit_args(state, x, y, batch_size=batch_size,
                      num_batches=num_batches,
-                     checkpoint_every=checkpoint_every, seed=seed)
-  steps_per_epoch = data_lib.num_batches(len(x), batch_size)
-  if steps_per_epoch == 0:
+                     checkpoint_every=checkpoint_every, seed=seed,
+                     eval_fn=eval_fn, eval_every=eval_every)
+  if data_lib.num_batches(len(x), batch_size) == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
-  key = jax.random.key(seed)
-  run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
-  if mesh is not None:  # data parallel: the state lives on the mesh
-    parallel.check_batch_size(batch_size, mesh)
-    state = parallel.shard_state(state, mesh)
-    run_step = parallel.data_parallel(step_fn, mesh)
-
-  prog = {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
-          "best_score": _scalar_float64(-np.inf), "best_epoch": _scalar_int64(-1),
-          "stopped": _scalar_int64(0)}
-  best = _copy_best(state) if select else None
-  ckpt = _Checkpointer(workdir) if workdir else None
-  history: list = []
-  restored = ckpt.restore_latest(state, prog, best) if ckpt else None
-  if restored is not None:
-    state, prog, best = restored
-    prog = {k: np.asarray(v) for k, v in prog.items()}
-    if progress:
-      print(f"[{desc}] resumed from {workdir} at batch {int(prog['batches'])}")
-  b = int(prog["batches"])
-  train_seconds = float(prog["train_seconds"])
-  compile_seconds = 0.0
-  stopped = bool(prog["stopped"])
-
-  first_bad = jnp.int32(-1)  # first batch with a NaN/inf metric, on device
-
-  def save():
-    _check_not_diverged(first_bad, state, b, workdir, ckpt)
-    if ckpt is None:
-      return
-    prog.update(batches=_scalar_int64(b), train_seconds=_scalar_float64(train_seconds),
-                stopped=_scalar_int64(stopped))
-    ckpt.save(b, state, prog, best)
-
-  bar = tqdm(total=num_batches, initial=b, desc=desc, disable=not progress,
-             dynamic_ncols=True, mininterval=1.0)
-  first = True
-  epoch_end = False
-  while b < num_batches and not stopped:
-    epoch, start = divmod(b, steps_per_epoch)
-    sums: dict = {}
-    count = 0
-    t0 = time.perf_counter()
-    for batch in data_lib.batches(x, y, batch_size, seed=seed, epoch=epoch,
-                                  start_batch=start):
-      ts = time.perf_counter()
-      state, metrics = run_step(state, batch, key)
-      if first:
-        jax.block_until_ready(state)
-        compile_seconds = time.perf_counter() - ts
-        t0 += compile_seconds  # compilation is not training time
-        first = False
-      b += 1
-      count += 1
-      first_bad = _track_nonfinite(first_bad, metrics, b)
-      sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
-      if b % 50 == 0:
-        _check_not_diverged(first_bad, state, b, workdir, ckpt)
-        bar.set_postfix({k: f"{float(v) / count:.3f}" for k, v in sums.items()})
-      bar.update(1)
-      epoch_end = b % steps_per_epoch == 0 or b == num_batches
-      if b % checkpoint_every == 0 and not epoch_end:  # epoch ends save below
-        jax.block_until_ready(state)
-        train_seconds += time.perf_counter() - t0
-        save()
-        t0 = time.perf_counter()
-      if b == num_batches:
-        break
-    jax.block_until_ready(state)
-    train_seconds += time.perf_counter() - t0
-    record = {"epoch": epoch, "batches": b}
-    record.update({k: float(v) / max(count, 1) for k, v in sums.items()})
-    if epoch_end:
-      if epoch_fn is not None:
-        extra = epoch_fn(state, epoch)
-        record.update(extra)
-        stopped = bool(extra.get("stop", False))
-        if select is not None and float(extra[select]) > float(prog["best_score"]):
-          prog["best_score"] = _scalar_float64(extra[select])
-          prog["best_epoch"] = _scalar_int64(epoch)
-          best = _copy_best(state)
-      save()
-    history.append(record)
-    if progress:
-      bar.write(f"[{desc}] " + ", ".join(
-          f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-          for k, v in record.items()))
-  _check_not_diverged(first_bad, state, b, workdir, ckpt)
-  bar.close()
-  if ckpt is not None:
-    ckpt.close()
-  if select is not None and int(prog["best_epoch"]) >= 0:
-    state = state.replace(params=best["params"],
-                          batch_stats=best.get("batch_stats", {}))
-  return TrainResult(state=state, history=history, train_seconds=train_seconds,
-                     compile_seconds=compile_seconds, batches=b,
-                     stopped_early=stopped)
+  state, run_step = _prepare_step(state, step_fn, batch_size=batch_size,
+                                  jit=jit, mesh=mesh)
+  return _Fit(state, run_step, x, y, batch_size=batch_size,
+              num_batches=num_batches, seed=seed, workdir=workdir,
+              checkpoint_every=checkpoint_every, epoch_fn=epoch_fn,
+              select=select, eval_fn=eval_fn, eval_every=eval_every,
+              desc=desc, progress=progress).run()
