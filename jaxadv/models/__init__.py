@@ -6,6 +6,7 @@ statistics in the `batch_stats` collection.
 """
 
 from jaxadv.models import layers
+from jaxadv.models import normalize
 from jaxadv.models import xla_cpu
 from jaxadv.models.layers import Conv
 from jaxadv.models.linear import LinearSoftmax
@@ -13,6 +14,7 @@ from jaxadv.models.linear import sklearn_variables
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
 from jaxadv.models.mlp import MLP
+from jaxadv.models.normalize import Normalized
 from jaxadv.models.mlp import VATMLP
 from jaxadv.models.registry import KERNELS
 from jaxadv.models.registry import get_model
