@@ -285,6 +285,11 @@ def test_fit_eval_hook_stop_is_checkpointed(tmp_path, mnist_subset):
 
 def test_fit_eval_every_needs_eval_fn(mnist_subset):
   x, y = mnist_subset
+  # Without eval_every, eval_fn runs once, after the last batch.
+  result = training.fit(_fast_at_state(), training.natural_step(), x[:100],
+                        y[:100], batch_size=50, num_batches=3, seed=0,
+                        progress=False, eval_fn=lambda s, b: {"at": b})
+  assert [r["at"] for r in result.history if "at" in r] == [3]
   with pytest.raises(ValueError, match="eval_fn"):
     training.fit(_fast_at_state(), training.natural_step(), x[:100], y[:100],
                  batch_size=50, num_batches=2, seed=0, progress=False,
