@@ -53,7 +53,6 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     targeted: descend the loss of the target `y` instead of ascending.
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
-      (`jaxadv.attacks.default_loop`).
 
   Returns:
     x_adv: same shape and dtype as `x`, `||x_adv - x||_norm <= eps` per
