@@ -12,7 +12,7 @@ from jaxadv import losses
 TOL = 1e-6
 # Shared with masking_test.py's settings, so jitted attacks compile once.
 ENSEMBLE_KW = dict(eps=0.1, apgd_steps=10, num_targets=3, square_queries=300,
-                   batch_size=200, loop="fori")
+                   batch_size=200, unroll=False)
 
 
 def _mlp(shape, num_classes=5, seed=0):
@@ -75,7 +75,7 @@ def test_apgd_in_ball_and_box(norm, eps):
   def run(x, y, key, eps):
     x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=6,
                                 norm=norm, loss="dlr_targeted", restarts=2,
-                                target=t, loop="fori")
+                                target=t, unroll=False)
     dlr_t = lambda v: losses.dlr_targeted(logits_fn(v), y, t).mean()
     return x_adv, dlr_t(x), dlr_t(x_adv)
 
@@ -92,11 +92,11 @@ def test_apgd_unjitted_matches_jitted_and_raises_loss():
   shape = (6, 6, 6, 1)
   x, y = _inputs(shape)
   loss_fn = losses.make_loss_fn(_mlp(shape), "ce")
-  one = lambda k, loop: attacks.apgd(loss_fn, x, y, k, eps=0.1, steps=2,
-                                     loop=loop)
-  eager = one(jax.random.key(4), "unroll")
+  one = lambda k, unroll: attacks.apgd(loss_fn, x, y, k, eps=0.1, steps=2,
+                                       unroll=unroll)
+  eager = one(jax.random.key(4), True)
   np.testing.assert_allclose(eager, jax.jit(one, static_argnums=1)(
-      jax.random.key(4), "fori"), atol=1e-5)
+      jax.random.key(4), False), atol=1e-5)
   assert float(loss_fn(eager, y).mean()) > float(loss_fn(x, y).mean())
 
 
@@ -125,7 +125,7 @@ def test_apgd_beats_or_ties_pgd_with_the_same_budget(mnist_mlp):
       **dict(ENSEMBLE_KW, eps=eps))["robust_acc"]
   pgd_acc = evaluation.robust_accuracy(
       apply, variables, x, y, jax.random.key(0), attack="pgd", eps=eps,
-      step_size=eps / 4, steps=10, batch_size=200, loop="fori")
+      step_size=eps / 4, steps=10, batch_size=200, unroll=False)
   assert clean > 0.85
   assert apgd_acc < clean - 0.3
   assert apgd_acc <= pgd_acc + 1 / 200, (apgd_acc, pgd_acc)

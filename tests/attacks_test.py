@@ -8,6 +8,7 @@ import pytest
 
 from jaxadv import attacks
 from jaxadv import losses
+from jaxadv import loops
 
 TOL = 1e-6
 SHAPES = [(4, 6, 6, 1), (3, 5, 5, 3), (5, 12)]
@@ -209,47 +210,52 @@ def test_loop_forms_agree(norm):
   x, y = _inputs(shape)
   loss_fn = losses.make_loss_fn(_mlp(shape))
   kw = dict(eps=0.1, step_size=0.03, steps=5, norm=norm)
-  a = attacks.pgd(loss_fn, x, y, jax.random.key(0), loop="unroll", **kw)
-  b = attacks.pgd(loss_fn, x, y, jax.random.key(0), loop="fori", **kw)
+  a = attacks.pgd(loss_fn, x, y, jax.random.key(0), unroll=True, **kw)
+  b = attacks.pgd(loss_fn, x, y, jax.random.key(0), unroll=False, **kw)
   np.testing.assert_allclose(a, b, atol=1e-6)
-  assert attacks.default_loop("cpu") == "unroll"
-  assert attacks.default_loop("gpu") == "fori"
 
 
-def _pgd_body(conv_impl):
-  """A PGD step body through the fast-AT net with `conv_impl` convs."""
-  from jaxadv import models  # pylint: disable=g-import-not-at-top
-  model = models.get_model("fast_at_mnist", conv_impl=conv_impl)
-  x = jnp.zeros((2, 28, 28, 1))
-  variables = model.init(jax.random.key(0), x)
-  grad = jax.grad(lambda a: jnp.sum(model.apply(variables, a)))
-  return (lambda i, a: a + 0.01 * jnp.sign(grad(a))), x
+def test_default_unroll_per_backend():
+  assert loops.default_unroll("cpu") is True
+  assert loops.default_unroll("gpu") is False
+  assert loops.default_unroll("tpu") is False
+  assert loops.default_unroll() is (jax.default_backend() == "cpu")
 
 
-@pytest.mark.parametrize("conv_impl,cpu_form", [
-    ("lax", "unroll"),         # jax's conv gradients: non-canonical convs
-    ("im2col_grad", "fori"),   # patches, dots and canonical convs only
-    ("im2col", "fori"),        # no convolution at all
-])
-def test_default_loop_follows_the_body(conv_impl, cpu_form):
-  body, init = _pgd_body(conv_impl)
-  assert attacks.default_loop("cpu", body=body, init=init) == cpu_form
-  assert attacks.default_loop("gpu", body=body, init=init) == "fori"
-  # A body without convolutions rolls; inside jit (traced init) too.
-  mlp = lambda i, c: jnp.tanh(c @ jnp.ones((3, 3)))
-  assert attacks.default_loop("cpu", body=mlp, init=jnp.ones((2, 3))) == "fori"
-  seen = []
-  jax.jit(lambda c: seen.append(attacks.default_loop(
-      "cpu", body=mlp, init=c)) or c)(jnp.ones((2, 3)))
-  assert seen == ["fori"]
+@pytest.mark.parametrize("unroll", [True, False])
+def test_run_loop_is_fori_loop(unroll):
+  body = lambda i, c: c * 2.0 + i
+  out = loops.run_loop(4, body, jnp.ones(()), unroll=unroll)
+  assert float(out) == float(jax.lax.fori_loop(0, 4, body, jnp.ones(())))
+  assert float(loops.run_loop(0, body, jnp.ones(()), unroll=unroll)) == 1.0
+  text = jax.jit(lambda c: loops.run_loop(4, body, c, unroll=unroll)).lower(
+      jnp.ones(())).as_text()
+  assert ("while" in text) is (not unroll)
 
 
-def test_run_loop_single_step_calls_the_body_once():
-  calls = []
-  body = lambda i, c: calls.append(i) or c + 1.0
-  assert float(attacks.run_loop(1, body, jnp.zeros(()), "fori")) == 1.0
-  assert calls == [0]
-  assert float(attacks.run_loop(0, body, jnp.zeros(()))) == 0.0
+def test_run_loop_rejects_bad_unroll():
+  with pytest.raises(TypeError, match="unroll"):
+    loops.run_loop(2, lambda i, c: c, jnp.zeros(()), unroll="fori")
+
+
+@pytest.mark.parametrize("name", sorted(attacks.ATTACKS))
+def test_registry_has_one_signature(name):
+  shape = (4, 6, 6, 1)
+  x, y = _inputs(shape)
+  loss_fn = losses.make_loss_fn(_mlp(shape))
+  kw = dict(eps=0.1)
+  if name in ("bim", "pgd"):
+    kw.update(step_size=0.03, steps=2)
+  elif name == "apgd":
+    kw.update(steps=3)
+  elif name == "fgsm_rs":
+    kw.update(step_size=0.1)
+  attack = attacks.get_attack(name)
+  x_adv = attack(loss_fn, x, y, jax.random.key(0), **kw)
+  assert x_adv.shape == x.shape
+  assert np.all(_norms(x_adv - x, "linf") <= 0.1 + TOL)
+  with pytest.raises(ValueError, match="name"):
+    attacks.get_attack("cw_l2")
 
 
 def test_cw_margin():

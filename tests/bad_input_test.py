@@ -153,9 +153,9 @@ def _cases() -> list[Case]:
   add("attacks.eot_pgd", "eot_samples = 0",
       lambda e: _attack_calls()["attacks.eot_pgd"](e, eot_samples=0),
       ValueError, "eot_samples")
-  add("attacks.pgd", 'loop = "while"',
-      lambda e: _attack_calls()["attacks.pgd"](e, loop="while"), ValueError,
-      "loop")
+  add("attacks.pgd", 'unroll = "while"',
+      lambda e: _attack_calls()["attacks.pgd"](e, unroll="while"), TypeError,
+      "unroll")
   # --- losses ---------------------------------------------------------------
   logits = lambda e: e["logits_fn"](e["x"])
   add("losses.make_loss_fn", 'loss = "mse"',

@@ -105,7 +105,7 @@ def test_mi_matches_explicit_average():
   logits_fn, pool, x = _linear_logits_fn(), _class_coded_pool(), _x()
   key, lam, n = jax.random.key(5), 0.6, 9
   out = defenses.mi_ol(logits_fn, x, pool, key, lam=lam, num_samples=n)
-  x_s = mi.draw_partners(pool, out.y_hat, key, num_samples=n, partners="ol")
+  x_s = mi.draw_partners(pool, out.base_pred, key, num_samples=n, partners="ol")
   expected = np.mean([jax.nn.softmax(logits_fn(lam * x + (1 - lam) * x_s[i]))
                       for i in range(n)], axis=0)
   np.testing.assert_allclose(out.probs, expected, rtol=1e-5, atol=1e-6)
@@ -114,31 +114,31 @@ def test_mi_matches_explicit_average():
   np.testing.assert_allclose(chunked.probs, out.probs, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend, batch_size, expected", [
-    ("cpu", 500, 2), ("cpu", 100, 10), ("cpu", 300, 3), ("cpu", 1024, 1),
-    ("cpu", 5000, 1), ("cpu", None, 1), ("gpu", 500, None),
-    ("tpu", None, None)])
-def test_default_chunk_size(backend, batch_size, expected):
-  """CPU: chunks of ~CPU_CHUNK_IMAGES images; GPU/TPU: one N x B forward."""
-  assert mi.default_chunk_size(backend, batch_size=batch_size) == expected
-
-
-def test_auto_chunks_with_a_remainder_match_one_forward():
-  """"auto" on a batch whose chunk does not divide N (300 images: 3 copies
-  per step, N = 10 -> 3 chunks + 1) gives the one-forward result."""
+@pytest.mark.parametrize("chunk_size", [None, 1, 3, 10, 25])
+def test_chunks_with_a_remainder_match_one_forward(chunk_size):
+  """Any chunk size (3 copies per step with N = 10: 3 chunks + 1) gives the
+  one-forward result, for MI and for the randomized baselines."""
   logits_fn, pool = _linear_logits_fn(), _class_coded_pool()
   x, key = _x(300), jax.random.key(3)
-  chunk = mi.default_chunk_size(batch_size=300)
-  out = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10)
-  one = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10,
-                       chunk_size=None)
+  one = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10)
+  out = defenses.mi_ol(logits_fn, x, pool, key, num_samples=10,
+                       chunk_size=chunk_size)
   np.testing.assert_allclose(out.probs, one.probs, rtol=1e-5, atol=1e-6)
-  r_auto = defenses.randomized_inference(logits_fn, x, key, num_samples=7)
-  r_one = defenses.randomized_inference(logits_fn, x, key, num_samples=7,
-                                        chunk_size=None)
-  np.testing.assert_allclose(r_auto, r_one, rtol=1e-5, atol=1e-6)
-  if jax.default_backend() == "cpu":
-    assert chunk == 3
+  r_one = defenses.randomized_inference(logits_fn, x, key, num_samples=7)
+  r_out = defenses.randomized_inference(logits_fn, x, key, num_samples=7,
+                                        chunk_size=chunk_size)
+  np.testing.assert_allclose(r_out, r_one, rtol=1e-5, atol=1e-6)
+
+
+def test_mi_output_names_what_it_holds():
+  """`base_pred` is the base model's argmax, `pred` Mixup Inference's."""
+  logits_fn, pool, x = _linear_logits_fn(), _class_coded_pool(), _x(64)
+  out = defenses.mi_ol(logits_fn, x, pool, jax.random.key(1), lam=0.3,
+                       num_samples=8)
+  np.testing.assert_array_equal(out.base_pred,
+                                np.argmax(logits_fn(x), -1))
+  np.testing.assert_array_equal(out.pred, np.argmax(out.probs, -1))
+  assert out.pred.dtype == jnp.int32 and out.pred.shape == (64,)
 
 
 def test_mi_combined_selects_by_gap():

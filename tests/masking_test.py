@@ -13,7 +13,7 @@ from jaxadv import evaluation
 
 EPS = 0.1
 KW = dict(eps=EPS, pgd_steps=10, pgd_step_size=0.025, subset=200,
-          batch_size=200, square_queries=300, more_restarts=3, loop="fori")
+          batch_size=200, square_queries=300, more_restarts=3, unroll=False)
 
 
 def _report(apply, variables, x, y, **overrides):
@@ -21,7 +21,7 @@ def _report(apply, variables, x, y, **overrides):
   res = evaluation.evaluate(apply, variables, x[:200], y[:200],
                             jax.random.key(1), eps=EPS, pgd_steps=10,
                             pgd_step_size=kw["pgd_step_size"],
-                            pgd_restarts=1, batch_size=200, loop="fori")
+                            pgd_restarts=1, batch_size=200, unroll=False)
   checks = evaluation.sanity_checks(apply, variables, x[:200], y[:200],
                                     jax.random.key(2), res, **kw)
   return res, {c.name: c for c in checks}

@@ -1,5 +1,5 @@
-"""Tests for jaxadv.models.layers: Conv = nn.Conv; im2col and explicit convs'
-values and gradients = jax's."""
+"""Tests for jaxadv.models.layers.Conv (= nn.Conv) and the XLA:CPU kernels of
+jaxadv.models.xla_cpu: im2col and explicit convs' values and gradients = jax's."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import pytest
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import training
+from jaxadv import models
 from jaxadv.models import layers
+from jaxadv.models import xla_cpu
 
 # (input H, W, C_in, kernel, strides, padding, C_out): the shapes our models
 # use plus odd sizes where a stride drops trailing pixels (negative padding
@@ -35,7 +37,7 @@ CASES = [
     ((17, 16, 2), (4, 2), (2, 2), "VALID", 3),
     ((10, 11, 1), (6, 6), (3, 3), ((1, 2), (0, 1)), 4),
     ((7, 7, 2), (2, 2), (2, 2), "VALID", 3),
-    # ... and with more than layers.FEW_CHANNELS input channels, where
+    # ... and with more than xla_cpu.FEW_CHANNELS input channels, where
     # im2col_grad's input tangent is a conv on the space-to-depth grid.
     ((15, 13, 5), (4, 4), (2, 2), "SAME", 5),
     ((10, 11, 6), (6, 6), (3, 3), ((1, 2), (0, 1)), 4),
@@ -49,8 +51,8 @@ def _inputs(shape, kernel_hw, c_out, seed=0):
   return x, kernel, kg
 
 
-_CONV_FNS = {"explicit": layers.conv2d, "im2col": layers.conv2d_im2col,
-             "im2col_grad": layers.conv2d_im2col_grad}
+_CONV_FNS = {"explicit": xla_cpu.conv2d, "im2col": xla_cpu.conv2d_im2col,
+             "im2col_grad": xla_cpu.conv2d_im2col_grad}
 
 
 def _jit_cases():
@@ -109,7 +111,14 @@ def test_second_order_grad_matches_lax(impl, kernel_hw, c_in):
                              atol=1e-4 * float(jnp.abs(ref).max()))
 
 
-@pytest.mark.parametrize("impl", [None, "lax", "im2col", "im2col_grad",
+def _conv_fn(impl):
+  """None (the default, lax), "cpu" (`xla_cpu.conv`) or a kernel by name."""
+  if impl is None:
+    return None
+  return xla_cpu.conv if impl == "cpu" else xla_cpu.CONV_FNS[impl]
+
+
+@pytest.mark.parametrize("impl", [None, "cpu", "lax", "im2col", "im2col_grad",
                                   "explicit"])
 @pytest.mark.parametrize("shape,kernel_hw,strides,padding,c_out",
                          CASES[:5] + CASES[-2:])
@@ -117,7 +126,7 @@ def test_conv_module_matches_flax(shape, kernel_hw, strides, padding, c_out,
                                   impl):
   x, _, _ = _inputs(shape, kernel_hw, c_out)
   ours = layers.Conv(c_out, kernel_hw, strides=strides, padding=padding,
-                     impl=impl)
+                     conv_fn=_conv_fn(impl))
   ref = nn.Conv(c_out, kernel_hw, strides=strides, padding=padding)
   key = jax.random.key(1)
   v_ours, v_ref = ours.init(key, x), ref.init(key, x)
@@ -134,9 +143,10 @@ def test_forward_mode(impl, c_in):
   """jvp works for lax and im2col(_grad); the explicit custom VJP refuses
   it."""
   x, _, _ = _inputs((8, 8, c_in), (4, 4), 4)
-  conv = layers.Conv(4, (4, 4), strides=(2, 2), padding=1, impl=impl)
+  conv = layers.Conv(4, (4, 4), strides=(2, 2), padding=1,
+                     conv_fn=_conv_fn(impl))
   custom = layers.Conv(4, (4, 4), strides=(2, 2), padding=1,
-                       impl="explicit")
+                       conv_fn=xla_cpu.conv2d)
   v = conv.init(jax.random.key(0), x)
   t = jnp.ones_like(x)
   _, jvp = jax.jvp(lambda a: conv.apply(v, a), (x,), (t,))
@@ -159,9 +169,9 @@ def test_im2col_grad_input_gradient_forms(c_in):
   canonical stride-1 conv on the space-to-depth grid with more."""
   x, kernel, _ = _inputs((14, 14, c_in), (4, 4), 8)
   pads = ((1, 1), (1, 1))
-  conv = lambda a: layers.conv2d_im2col_grad(a, kernel, (2, 2), pads)
+  conv = lambda a: xla_cpu.conv2d_im2col_grad(a, kernel, (2, 2), pads)
   convs = _conv_eqns(jax.grad(lambda a: jnp.sum(conv(a) ** 2)), x)
-  if c_in <= layers.FEW_CHANNELS:
+  if c_in <= xla_cpu.FEW_CHANNELS:
     assert convs == []  # im2col value, col2im gradient: slices and dots
     return
   canonical = lax.conv_dimension_numbers(x.shape, kernel.shape,
@@ -174,19 +184,40 @@ def test_im2col_grad_input_gradient_forms(c_in):
     assert eqn.params["dimension_numbers"] == canonical
 
 
-def test_default_impl():
-  # im2col_grad on CPU only for kernels the stride divides; lax elsewhere.
-  assert layers.default_impl((4, 4), (2, 2), "cpu") == "im2col_grad"
-  assert layers.default_impl((5, 5), (1, 1), "cpu") == "lax"
-  assert layers.default_impl((3, 3), (2, 2), "cpu") == "lax"
-  assert layers.default_impl((4, 4), (2, 2), "gpu") == "lax"
-  assert layers.default_impl((4, 4), (2, 2), "tpu") == "lax"
+def test_cpu_conv_picks_im2col_for_kernels_the_stride_divides():
+  assert xla_cpu.uses_im2col((4, 4), (2, 2))
+  assert not xla_cpu.uses_im2col((5, 5), (1, 1))
+  assert not xla_cpu.uses_im2col((3, 3), (2, 2))
+  x, kernel, _ = _inputs((14, 14, 2), (4, 4), 3)
+  pads = ((1, 1), (1, 1))
+  # Not differentiated, both forms are the lax conv; the jaxpr tells them
+  # apart by the custom JVP.
+  eqns = jax.make_jaxpr(lambda a: xla_cpu.conv(a, kernel, (2, 2), pads))(x)
+  assert any("custom_jvp" in e.primitive.name for e in eqns.jaxpr.eqns)
+  k3 = kernel[:3, :3]
+  eqns = jax.make_jaxpr(lambda a: xla_cpu.conv(a, k3, (2, 2), pads))(x)
+  assert [e.primitive.name for e in eqns.jaxpr.eqns] == [
+      "conv_general_dilated"]
 
 
-def test_bad_impl():
-  with pytest.raises(ValueError, match="impl: expected one of"):
-    layers.Conv(4, (3, 3), impl="fft").init(jax.random.key(0),
-                                            jnp.zeros((1, 8, 8, 1)))
+def test_get_model_is_the_one_place_that_picks_kernels():
+  assert models.get_model("fast_at_mnist").conv_fn is None
+  assert models.get_model("madry_cnn", kernels="lax").conv_fn is None
+  assert (models.get_model("fast_at_mnist", kernels="xla_cpu").conv_fn
+          is xla_cpu.conv)
+  assert models.get_model("mlp", kernels="xla_cpu") is not None
+  with pytest.raises(ValueError, match="kernels"):
+    models.get_model("fast_at_mnist", kernels="cuda")
+  with pytest.raises(ValueError, match="conv_fn"):
+    models.get_model("preact_resnet18", kernels="xla_cpu")
+  x = jax.random.uniform(jax.random.key(0), (3, 28, 28, 1))
+  lax_net = models.get_model("fast_at_mnist")
+  cpu_net = models.get_model("fast_at_mnist", kernels="xla_cpu")
+  v = lax_net.init(jax.random.key(1), x)
+  np.testing.assert_allclose(cpu_net.apply(v, x), lax_net.apply(v, x),
+                             rtol=1e-5, atol=1e-5)
+  g = lambda net: jax.grad(lambda a: jnp.sum(net.apply(v, a) ** 2))(x)
+  np.testing.assert_allclose(g(cpu_net), g(lax_net), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("padding,match", [("FULL", "padding"),
@@ -208,7 +239,8 @@ class _Net(nn.Module):
   @nn.compact
   def __call__(self, a, train: bool = False):
     del train
-    conv = lambda *args, **kw: layers.Conv(*args, impl=self.impl, **kw)
+    conv = lambda *args, **kw: layers.Conv(*args, conv_fn=_conv_fn(self.impl),
+                                           **kw)
     a = nn.relu(conv(4, (4, 4), strides=(2, 2), padding=1)(a))
     a = nn.relu(conv(4, (5, 5), padding="SAME")(a))
     a = nn.relu(conv(8, (4, 4), strides=(2, 2), padding=1)(a))  # C_in > 3
@@ -226,12 +258,12 @@ def _compiled_convs(impl: str) -> list[list[str]]:
   def attack(v, xb, yb):
     loss_fn = losses.make_loss_fn(lambda a: model.apply(v, a))
     return attacks.pgd(loss_fn, xb, yb, jax.random.key(0), eps=0.1,
-                       step_size=0.03, steps=3, loop="fori")
+                       step_size=0.03, steps=3, unroll=False)
 
   state = training.create_train_state(
       model, jax.random.key(0), (1, 28, 28, 1), optax.sgd(0.1), eps=0.1,
       delta_shape=x.shape)
-  step = training.free_at_step(replays=2, loop="fori")
+  step = training.free_at_step(replays=2, unroll=False)
   counts = []
   for fn, args in ((attack, (variables, x, y)),
                    (step, (state, {"x": x, "y": y}, jax.random.key(0)))):
@@ -244,11 +276,11 @@ def _compiled_convs(impl: str) -> list[list[str]]:
 # About 25 s of compiles: slow, run by .ci/run after the default suite.
 @pytest.mark.slow
 def test_rolled_loops_compile_canonical_convs():
-  """Why layers.Conv exists: canonical convs inside rolled loop bodies.
+  """Why xla_cpu exists: canonical convs inside rolled loop bodies.
 
   On XLA:CPU a conv with swapped kernel dims inside a while body takes a slow
-  path (PGD-40 ran 3.4x slower rolled than unrolled with nn.Conv). Checked on
-  the compiled HLO, not timed.
+  path (much slower rolled than unrolled with nn.Conv). Checked on the
+  compiled HLO, not timed.
   """
   if jax.default_backend() != "cpu":
     pytest.skip("the layouts checked are XLA:CPU's")
