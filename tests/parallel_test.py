@@ -182,9 +182,9 @@ def test_robust_training_script_two_processes_match_one(tmp_path):
     assert p.returncode == 0, err[-4000:]
   assert "4 device(s) in 2 process(es)" in outs[0][0]
   with open(tmp_path / "one" / "results.json") as f:
-    ref = json.load(f)
+    ref = json.load(f)["records"]
   with open(tmp_path / "two" / "results.json") as f:
-    got = json.load(f)
+    got = json.load(f)["records"]
   for r, g in zip(ref, got, strict=True):
     for k in ("clean_acc", "fgsm_acc", "pgd_acc", "train_steps"):
       assert r[k] == g[k], (r["method"], k, r[k], g[k])
