@@ -222,7 +222,9 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     target: int [B] target classes; required exactly for "dlr_targeted".
     norm: "linf" or "l2".
     restarts: static number of runs (>= 1).
-    rho, momentum, unroll: as `apgd`.
+    rho: as `apgd`.
+    momentum: as `apgd`.
+    unroll: as `apgd`.
 
   Returns:
     x_adv in the eps-ball around `x` and in [0, 1], same shape and dtype.

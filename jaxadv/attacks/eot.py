@@ -53,7 +53,8 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
     x: float32 [B, ...] clean inputs in [0, 1].
     y: int [B] labels, or target labels when `targeted`.
     key: PRNG key (random start and every step's draws).
-    eps, step_size: scalars or [B], pixel units; may be traced.
+    eps: scalar or [B] budget, pixel units; may be traced.
+    step_size: scalar or [B] step, pixel units; may be traced.
     steps: static number of steps (>= 0).
     eot_samples: static number of randomness draws averaged per step (>= 1).
     norm: "linf" or "l2".

@@ -100,7 +100,8 @@ def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
     loss_fn: `(x, y) -> [B]` per-example loss.
     x: float32 [B, ...] in [0, 1].
     y: int [B] labels (targets when `targeted`).
-    eps, step_size: scalars or [B], pixel units (may be traced).
+    eps: scalar or [B] budget, pixel units (may be traced).
+    step_size: scalar or [B] step, pixel units (may be traced).
     steps: static step count.
     norm: "linf" or "l2".
     targeted: descend the target's loss.

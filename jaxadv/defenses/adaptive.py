@@ -79,7 +79,8 @@ def mi_average_perturbation_pgd(
     pool: the MI sample pool.
     key: PRNG key (partners and PGD random starts).
     lam: the MI mixing weight the attack assumes, in [0, 1].
-    eps, step_size: pixel units, may be traced.
+    eps: pixel units, may be traced.
+    step_size: pixel units, may be traced.
     steps: PGD steps per partner (static).
     num_partners: n, static.
     partners: "pl" or "ol".

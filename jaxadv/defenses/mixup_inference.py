@@ -314,12 +314,17 @@ def mi_combined(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
   shapes) and selected per example.
 
   Args:
-    logits_fn, x, key, chunk_size: as in `mixup_inference`.
+    logits_fn: as in `mixup_inference`.
+    x: as in `mixup_inference`.
+    key: as in `mixup_inference`.
+    chunk_size: as in `mixup_inference`.
     pool: pool for MI-PL (and MI-OL unless `pool_ol` is given).
     pool_ol: optional separate (larger) pool for MI-OL.
-    lam_pl, lam_ol: mixing weights in [0, 1] (may be traced).
+    lam_pl: MI-PL's mixing weight in [0, 1] (may be traced).
+    lam_ol: MI-OL's mixing weight in [0, 1] (may be traced).
     threshold: detection threshold on the MI-PL gap (may be traced).
-    num_samples_pl, num_samples_ol: N for each part (static).
+    num_samples_pl: MI-PL's N (static).
+    num_samples_ol: MI-OL's N (static).
 
   Returns:
     `MIOutput(probs, gap=MI-PL's gap, base_pred, detected=[B] bool)`.

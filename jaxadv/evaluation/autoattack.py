@@ -91,10 +91,11 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     eps: budget, pixel units (0.3 on MNIST, 8/255 on CIFAR).
     norm: "linf" or "l2" (Square is L-inf only).
     attack_names: a sequence of "apgd-ce", "apgd-dlr", "apgd-t", "square".
-    apgd_steps, apgd_restarts: APGD iterations and restarts (100, 1 in
-      AutoAttack).
+    apgd_steps: APGD iterations (100 in AutoAttack).
+    apgd_restarts: APGD restarts (1 in AutoAttack).
     num_targets: APGD-T target classes (9; capped at C - 1).
-    square_queries, square_p_init: Square's budget (5000) and p_init (0.8).
+    square_queries: Square's query budget (5000 in AutoAttack).
+    square_p_init: Square's initial square fraction (0.8).
     batch_size: fixed attack batch size (the last batch is padded).
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).

@@ -62,7 +62,9 @@ def evaluate(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     y: int [N] labels.
     key: PRNG key for PGD's random starts.
     eps: budget, pixel units.
-    pgd_steps, pgd_step_size, pgd_restarts: the PGD attack.
+    pgd_steps: the PGD attack's step count (static).
+    pgd_step_size: its step size, pixel units.
+    pgd_restarts: its random restarts (static, >= 1).
     norm: "linf" or "l2".
     batch_size: attack batch size.
     unroll: unroll the step loop (True), roll it (False) or None
@@ -152,9 +154,17 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
   Checks 3-7 run on the first `subset` examples.
 
   Args:
-    apply_fn, variables, x, y, key: as `evaluate`.
+    apply_fn: as `evaluate`.
+    variables: as `evaluate`.
+    x: as `evaluate`.
+    y: as `evaluate`.
+    key: as `evaluate`.
     results: the dict `evaluate` returned for this model.
-    eps, pgd_steps, pgd_step_size, norm, batch_size: as `evaluate`.
+    eps: as `evaluate`.
+    pgd_steps: as `evaluate`.
+    pgd_step_size: as `evaluate`.
+    norm: as `evaluate`.
+    batch_size: as `evaluate`.
     eps_fractions: the eps grid of check 3, as fractions of `eps`.
     subset: examples used by checks 1 (PGD part) and 3-7.
     large_eps: the eps of check 4 (default 0.5 for L-inf, half the image
@@ -163,7 +173,8 @@ def sanity_checks(apply_fn: robust.ApplyFn, variables: Any, x: np.ndarray,
     large_eps_max_acc: the largest accuracy check 4 accepts.
     ensemble: an `evaluate_robustness` result on the same model, or None.
     square_queries: Square's budget in check 5 when `ensemble` is None.
-    more_steps_factor, more_restarts: the stronger PGDs of check 6.
+    more_steps_factor: check 6's longer PGD runs this many times the steps.
+    more_restarts: check 6's PGD with this many restarts.
     material: the accuracy change (fraction) that counts as material in
       checks 5 and 6.
     checks: which checks to run (names above, in any order).

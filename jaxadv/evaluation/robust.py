@@ -66,8 +66,9 @@ def check_inputs(x: np.ndarray, y: np.ndarray, batch_size: int,
     y: int [N] labels (below the model's class count when `apply_fn` and
       `variables` are given).
     batch_size: the evaluation batch size (>= 1).
-    apply_fn, variables: optionally the model, to check labels against its
-      number of outputs.
+    apply_fn: optionally the model, to check labels against its number of
+      outputs.
+    variables: the model's variables, with `apply_fn`.
 
   Raises:
     ValueError, TypeError: naming the bad argument.

@@ -56,8 +56,8 @@ def create_gan_state(generator: nn.Module, discriminator: nn.Module,
     key: PRNG key of the initialisation.
     latent_dim: size of z.
     image_shape: (H, W, C) of one image.
-    tx_generator, tx_discriminator: the optimizers (DCGAN: Adam 2e-4,
-      b1 0.5).
+    tx_generator: the generator's optimizer (DCGAN: Adam 2e-4, b1 0.5).
+    tx_discriminator: the discriminator's optimizer (the same in DCGAN).
 
   Returns:
     A `GANState` at step 0.

@@ -305,7 +305,10 @@ def conv2d_im2col_grad(x: jax.Array, kernel: jax.Array,
   Differentiable to any order, in both modes (the rule is plain jax).
 
   Args:
-    x, kernel, strides, pads: as in `conv2d_im2col`.
+    x: as in `conv2d_im2col`.
+    kernel: as in `conv2d_im2col`.
+    strides: as in `conv2d_im2col`.
+    pads: as in `conv2d_im2col`.
 
   Returns:
     `[B, H_out, W_out, C_out]`, the convolution.
@@ -414,15 +417,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
          pads: Pads) -> jax.Array:
   """The XLA:CPU convolution for this shape: im2col_grad or lax.
 
-  Args:
-    x: float [B, H, W, C_in].
-    kernel: float [kh, kw, C_in, C_out].
-    strides: `(sh, sw)`.
-    pads: `((top, bottom), (left, right))`.
-
-  Returns:
-    float [B, H', W', C_out], equal to `lax_conv(x, kernel, strides, pads)`
-    up to float32 rounding.
+  Takes the arguments of `jaxadv.models.layers.lax_conv` (a `ConvFn`) and
+  returns its value, float [B, H', W', C_out], up to float32 rounding.
   """
   if uses_im2col(kernel.shape[:2], strides):
     return conv2d_im2col_grad(x, kernel, strides, pads)

@@ -149,7 +149,9 @@ def lds_loss(logits_fn: LogitsFn, x: jax.Array, key: jax.Array, *, eps,
       closes over).
     x: float32 [B, ...] inputs in [0, 1].
     key: PRNG key of the power iteration's random start.
-    eps, xi, iterations: see `virtual_adversarial_perturbation`.
+    eps: see `virtual_adversarial_perturbation`.
+    xi: see `virtual_adversarial_perturbation`.
+    iterations: see `virtual_adversarial_perturbation`.
     logits: the clean logits [B, C] if already computed.
 
   Returns:
