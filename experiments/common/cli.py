@@ -8,8 +8,10 @@ Each script ends with
 which defines `--config` (an `ml_collections` config file, `path[:arg]`),
 `--workdir` and, with `multihost=True`, `--coordinator_address`,
 `--num_processes` and `--process_id`, then calls
-`train_and_evaluate(config, workdir)`. The flags are defined only when the
-module runs as a script, so importing it (tests, other tools) defines none.
+`train_and_evaluate(config, workdir)`, after writing the workdir's
+`config.json` and `environment.json` (`results.write_run_info`). The flags
+are defined only when the module runs as a script, so importing it (tests,
+other tools) defines none.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from absl import logging
 import jax
 import ml_collections
 from ml_collections import config_flags
+
+from experiments.common import results
 
 FLAGS = flags.FLAGS
 
@@ -89,6 +93,7 @@ def run(train_and_evaluate: Callable[[ml_collections.ConfigDict, str], Any],
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     maybe_initialize_distributed()
+    results.write_run_info(FLAGS.workdir, FLAGS.config)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
   app.run(main)

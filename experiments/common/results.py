@@ -4,7 +4,9 @@ Every `results.json` an experiment writes is a JSON object with the key
 "environment" (`environment()`: library versions, backend, devices,
 processes, git commit); a script whose results are a list of records
 writes them under "records" (`write_results`). Every Markdown table goes
-through `markdown_table`. Under multi-host runs only process 0 writes.
+through `markdown_table`. Every workdir also gets `config.json` and
+`environment.json` when the script starts (`write_run_info`). Under
+multi-host runs only process 0 writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import os
 import platform
 import subprocess
+import sys
+import time
 from typing import Any, Iterable, Optional, Sequence
 
 import jax
@@ -82,6 +86,25 @@ def json_load(path: str, default: Any) -> Any:
     return default
   with open(path) as f:
     return json.load(f)
+
+
+def config_dict(config: Any) -> dict:
+  """An `ml_collections` config as plain JSON (best effort: what JSON
+  cannot hold becomes its string)."""
+  if hasattr(config, "to_json_best_effort"):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config, default=str))
+
+
+def write_run_info(workdir: str, config: Any) -> None:
+  """`WORKDIR/config.json` (the run's config) and `WORKDIR/environment.json`
+  (`environment()` plus the command line and the start time), written when
+  a run (or its resumption) starts; process 0 only."""
+  os.makedirs(workdir, exist_ok=True)
+  json_dump(config_dict(config), os.path.join(workdir, "config.json"))
+  json_dump({**environment(), "argv": list(sys.argv),
+             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            os.path.join(workdir, "environment.json"))
 
 
 def with_environment(results: Any) -> dict:

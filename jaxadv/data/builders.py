@@ -24,6 +24,10 @@ Raw files are looked up in a *manual folder* first (the ``manual_dir`` of the
 `tfds.download.DownloadConfig`, which `jaxadv.data.load` sets to
 ``$JAXADV_DATA_DIR/<public name>``). Missing files are downloaded from the
 canonical URL with the tfds download manager; ``cifar10_jpeg`` has no URL.
+When a file is neither local nor downloadable (no network), MNIST falls back
+to the copy of its four canonical IDX files embedded in the package
+(``jaxadv/data/embedded/mnist/``, `EMBEDDED_DIR`): the last fallback, so
+``$JAXADV_DATA_DIR`` and the download come first and nothing else changes.
 Every raw file is verified against known SHA-256 digests (hard-coded below, or
 from a ``SHA256SUMS`` file in the data folder) before it is parsed.
 
@@ -36,6 +40,7 @@ TensorFlow is never imported.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import urllib.parse
@@ -57,6 +62,14 @@ from jaxadv.data.parsers import read_idx_labels
 #: sub-folder per dataset: ``mnist/``, ``fashion_mnist/``, ``cifar10/``,
 #: ``cifar10_jpeg/``.
 DATA_DIR_ENV = "JAXADV_DATA_DIR"
+
+#: Raw files shipped with the package, one sub-folder per dataset: MNIST's
+#: four canonical IDX files (about 11 MB, checked against `KNOWN_SHA256`),
+#: the last fallback of `_JaxadvBuilder._resolve_raw_files`.
+EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            "embedded")
+
+_log = logging.getLogger(__name__)
 
 MNIST_CLASS_NAMES: tuple[str, ...] = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASS_NAMES: tuple[str, ...] = (
@@ -149,6 +162,8 @@ class _JaxadvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   RAW_FILES: ClassVar[Mapping[str, str]] = {}
   #: Base URL for downloads, or None when the files cannot be downloaded.
   BASE_URL: ClassVar[str | None] = None
+  #: Whether `EMBEDDED_DIR/<PUBLIC_NAME>/` ships the raw files.
+  EMBEDDED: ClassVar[bool] = False
 
   def _candidate_dirs(
       self, dl_manager: tfds.download.DownloadManager
@@ -190,16 +205,69 @@ class _JaxadvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         f"`export {DATA_DIR_ENV}=/path/to/data` with {example}."
     )
 
+  def _download(
+      self,
+      dl_manager: tfds.download.DownloadManager,
+      missing: Mapping[str, str],
+  ) -> dict[str, epath.Path]:
+    """Downloads the `missing` ``{role: file name}`` from `BASE_URL`.
+
+    Raises:
+      FileNotFoundError: No URL, the host unreachable, or the download
+        failed (the message lists the expected files and folders).
+    """
+    if self.BASE_URL is None:
+      raise self._missing_files_error(
+          dl_manager,
+          list(missing.values()),
+          "and this dataset has no download URL",
+      )
+    urls = {
+        role: self.BASE_URL + filename for role, filename in missing.items()
+    }
+    if not _host_reachable(self.BASE_URL):
+      raise self._missing_files_error(
+          dl_manager,
+          list(missing.values()),
+          f"and {self.BASE_URL} is not reachable (no network?)",
+      )
+    try:
+      downloaded = dl_manager.download(urls)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      raise self._missing_files_error(
+          dl_manager,
+          list(missing.values()),
+          f"and downloading them from {self.BASE_URL} failed"
+          f" ({type(e).__name__}: {e})",
+      ) from e
+    return {role: epath.Path(downloaded[role]) for role in missing}
+
+  @classmethod
+  def embedded_dir(cls) -> epath.Path | None:
+    """The folder of the raw files shipped with the package, or None when
+    this dataset has none (or the package was installed without them)."""
+    if not cls.EMBEDDED:
+      return None
+    folder = epath.Path(EMBEDDED_DIR) / cls.PUBLIC_NAME
+    if all((folder / f).is_file() for f in cls.RAW_FILES.values()):
+      return folder
+    return None
+
   def _resolve_raw_files(
       self, dl_manager: tfds.download.DownloadManager
   ) -> dict[str, epath.Path]:
     """Finds (or downloads) and checksums every raw file.
 
+    Order: the manual folder, ``$JAXADV_DATA_DIR/<name>``, the download from
+    `BASE_URL`, and last the embedded copy (`embedded_dir`), which is always
+    checked against `KNOWN_SHA256`.
+
     Returns:
       ``{role: path}`` for every entry of `RAW_FILES`.
 
     Raises:
-      FileNotFoundError: If a file is neither local nor downloadable.
+      FileNotFoundError: If a file is neither local, downloadable nor
+        embedded.
       ValueError: If a file fails its SHA-256 check.
     """
     dirs = self._candidate_dirs(dl_manager)
@@ -214,32 +282,19 @@ class _JaxadvBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       else:
         missing[role] = filename
     if missing:
-      if self.BASE_URL is None:
-        raise self._missing_files_error(
-            dl_manager,
-            list(missing.values()),
-            "and this dataset has no download URL",
-        )
-      urls = {
-          role: self.BASE_URL + filename for role, filename in missing.items()
-      }
-      if not _host_reachable(self.BASE_URL):
-        raise self._missing_files_error(
-            dl_manager,
-            list(missing.values()),
-            f"and {self.BASE_URL} is not reachable (no network?)",
-        )
       try:
-        downloaded = dl_manager.download(urls)
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        raise self._missing_files_error(
-            dl_manager,
-            list(missing.values()),
-            f"and downloading them from {self.BASE_URL} failed"
-            f" ({type(e).__name__}: {e})",
-        ) from e
-      for role in missing:
-        paths[role], folders[role] = epath.Path(downloaded[role]), None
+        downloaded = self._download(dl_manager, missing)
+      except FileNotFoundError as e:
+        embedded = self.embedded_dir()
+        if embedded is None:
+          raise
+        _log.warning(
+            "%s; using the copy embedded in jaxadv (%s).",
+            str(e).split("\n", 1)[0].rstrip("."), embedded)
+        # folder None: the embedded files always meet KNOWN_SHA256.
+        downloaded = {role: embedded / f for role, f in missing.items()}
+      for role, path in downloaded.items():
+        paths[role], folders[role] = path, None
     for role, filename in self.RAW_FILES.items():
       verify_sha256(paths[role], self.PUBLIC_NAME, filename, folders[role])
     return paths
@@ -302,6 +357,7 @@ class JaxadvMnist(_IdxBuilder):
   name = "jaxadv_mnist"
   PUBLIC_NAME = "mnist"
   BASE_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+  EMBEDDED = True
   CLASS_NAMES = MNIST_CLASS_NAMES
   DESCRIPTION = "The MNIST database of handwritten digits (jaxadv builder)."
   HOMEPAGE = "http://yann.lecun.com/exdb/mnist/"
@@ -309,7 +365,8 @@ class JaxadvMnist(_IdxBuilder):
       "Optional. Place train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,"
       " t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in the manual"
       " folder ($JAXADV_DATA_DIR/mnist); otherwise they are downloaded from"
-      f" {BASE_URL}."
+      f" {BASE_URL} or, offline, taken from the copy embedded in jaxadv"
+      " (jaxadv/data/embedded/mnist)."
   )
 
 

@@ -14,7 +14,8 @@ Folders:
 * Raw files: ``manual_dir`` argument, else ``$JAXADV_DATA_DIR``: a folder
   with one sub-folder per dataset (``mnist/``, ``fashion_mnist/``,
   ``cifar10/``, ``cifar10_jpeg/``). Missing raw files are downloaded where a
-  canonical URL exists.
+  canonical URL exists; offline, MNIST's come last from the copy embedded in
+  the package (``jaxadv/data/embedded/mnist/``, `builders.EMBEDDED_DIR`).
 """
 
 from __future__ import annotations
@@ -302,8 +303,8 @@ def load(
   Raises:
     ValueError: Unknown ``name``/``split`` (the message lists the valid
       ones), bad ``limit``, or a raw file fails its SHA-256 check.
-    FileNotFoundError: Raw files are neither local nor downloadable; the
-      message lists the expected paths.
+    FileNotFoundError: Raw files are neither local, downloadable nor
+      embedded (MNIST); the message lists the expected paths.
   """
   _check_name(name)
   _check_split(split)

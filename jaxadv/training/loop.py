@@ -6,12 +6,17 @@ point and resumed from its last checkpoint continues with exactly the batches
 and keys it would have seen. Checkpoints are written with orbax (atomic: a
 step directory appears only once it is complete).
 
+With `metrics_dir`, `fit` also streams its metrics to disk while it trains
+(`jaxadv.metrics`: an append-only `metrics.jsonl` and TensorBoard event
+files), and a resumed run reads the records of the batches before its
+checkpoint back into its history.
+
 `fit` is built from small parts: `_validate_fit_args`, `_prepare_step`
 (jit / data-parallel placement), `_Checkpointer` (save, restore, skip
 corrupt checkpoints), `_Clock` (training wall time without compilation,
 checkpoints and hooks), `_check_not_diverged`, and `_Fit`, which runs the
-passes (`run_pass`), the hooks (`evaluate`, `end_pass`) and keeps the
-history.
+passes (`run_pass`), the hooks (`evaluate`, `end_pass`), the metric lines
+(`log_step`, `log_record`) and keeps the history.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from tqdm.auto import tqdm
 
 from jaxadv import validation
 from jaxadv import data as data_lib
+from jaxadv import metrics as metrics_lib
 from jaxadv import parallel
 from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
+from jaxadv.training.state import current_attack_params
 from jaxadv.training.steps import StepFn
 
 _STATE_FIELDS = ("step", "params", "opt_state", "batch_stats", "delta",
@@ -48,7 +55,9 @@ class TrainResult:
     history: one dict per finished epoch ("epoch", "batches", the mean step
       metrics and whatever `epoch_fn` returned) and, with `eval_fn`, one per
       evaluation ("batches", "train_seconds" and what `eval_fn` returned),
-      in the order they happened.
+      in the order they happened. With `metrics_dir`, a resumed run's
+      history starts with the records of the batches before its checkpoint
+      (read back from `metrics.jsonl`), so it covers the whole run.
     train_seconds: wall time spent in training steps, summed over resumed
       segments; excludes the first step of each segment (compilation),
       checkpointing, `epoch_fn` and `eval_fn`.
@@ -110,7 +119,7 @@ def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
 
 def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
                        checkpoint_every, seed, eval_fn=None,
-                       eval_every=None) -> None:
+                       eval_every=None, log_every=1) -> None:
   """Checks `fit`'s data and counts once, on the host, before any step."""
   validation.check_images(x, "x")
   num_classes = validation.output_classes(
@@ -120,6 +129,7 @@ def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
   validation.check_count(num_batches, "num_batches", 1)
   validation.check_count(checkpoint_every, "checkpoint_every", 1)
   validation.check_count(seed, "seed", 0)
+  validation.check_count(log_every, "log_every", 1)
   if eval_every is not None:
     validation.check_count(eval_every, "eval_every", 1)
     if eval_fn is None:
@@ -268,6 +278,12 @@ class _Clock:
     """Takes `seconds` (the first step's compilation) off the running lap."""
     self._t0 += seconds
 
+  def elapsed(self) -> float:
+    """`seconds` plus the running lap (no wait for the device)."""
+    if self._t0 is None:
+      return self.seconds
+    return self.seconds + time.perf_counter() - self._t0
+
   def stop(self, state: TrainState) -> None:
     """Waits for `state` and adds the lap to `seconds`."""
     jax.block_until_ready(state)
@@ -280,7 +296,8 @@ class _Fit:
 
   def __init__(self, state, run_step, x, y, *, batch_size, num_batches, seed,
                workdir, checkpoint_every, epoch_fn, select, eval_fn,
-               eval_every, desc, progress):
+               eval_every, desc, progress, metrics_dir=None, log_every=50,
+               learning_rate=None):
     self.state, self.run_step = state, run_step
     self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
     self.num_batches, self.checkpoint_every = num_batches, checkpoint_every
@@ -303,6 +320,52 @@ class _Fit:
     self.clock = _Clock(float(self.prog["train_seconds"]))
     self.bar = tqdm(total=num_batches, initial=self.b, desc=desc,
                     disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    self.log_every, self.learning_rate = log_every, learning_rate
+    self.writer: Optional[metrics_lib.MetricWriter] = None
+    self.last_log = (self.b, self.clock.seconds)  # (batches, train seconds)
+    if metrics_dir:
+      self.open_metrics(os.fspath(metrics_dir))
+
+  # -- metrics ---------------------------------------------------------------
+
+  def open_metrics(self, metrics_dir: str) -> None:
+    """The history before the checkpoint, and a writer for this segment
+    (process 0; none when nothing is left to train)."""
+    self.history = metrics_lib.history(metrics_dir, upto=self.b)
+    if (self.b < self.num_batches and not self.stopped and
+        jax.process_index() == 0):
+      self.writer = metrics_lib.MetricWriter(metrics_dir, start_step=self.b)
+
+  def schedules(self) -> dict:
+    """"eps" (after the ramp) and "learning_rate" at the state's step."""
+    out = {}
+    if self.state.attack_params and "eps" in self.state.attack_params:
+      out["eps"] = float(current_attack_params(self.state)[0])
+    lr = self.learning_rate
+    if lr is not None:
+      out["learning_rate"] = float(lr(int(self.state.step)) if callable(lr)
+                                   else lr)
+    return out
+
+  def log_step(self, metrics: dict) -> None:
+    """A "step" line: this minibatch's metrics, the schedules and the
+    training time per minibatch since the last line (clock stopped)."""
+    b0, s0 = self.last_log
+    scalars = {k: float(v) for k, v in metrics.items()}
+    scalars.update(self.schedules())
+    if self.b > b0:
+      scalars["step_seconds"] = (self.clock.seconds - s0) / (self.b - b0)
+    self.last_log = (self.b, self.clock.seconds)
+    self.writer.write("step", self.b, scalars)
+
+  def log_record(self, kind: str, record: dict) -> None:
+    """An "epoch" or "eval" line for a history record."""
+    if self.writer is None:
+      return
+    scalars = metrics_lib.numeric(record, exclude=("epoch", "batches"))
+    scalars.update(self.schedules())
+    scalars["train_seconds"] = self.clock.seconds
+    self.writer.write(kind, self.b, scalars, record)
 
   # -- checkpoints -----------------------------------------------------------
 
@@ -326,6 +389,8 @@ class _Fit:
   def save(self) -> None:
     """Checkpoints the state and progress (never a diverged state)."""
     self.check()
+    if self.writer is not None:
+      self.writer.flush()  # the lines up to this checkpoint are on disk
     if self.ckpt is None:
       return
     self.prog.update(batches=_scalar_int64(self.b),
@@ -344,6 +409,8 @@ class _Fit:
       self.compile_seconds = time.perf_counter() - ts
       self.clock.exclude(self.compile_seconds)  # not training time
       self.compiled = True
+      # Step times are measured from the end of the first (compiling) step.
+      self.last_log = (self.b + 1, self.clock.elapsed())
     self.b += 1
     self.first_bad = _track_nonfinite(self.first_bad, metrics, self.b)
     return metrics
@@ -367,6 +434,8 @@ class _Fit:
         self.bar.set_postfix({k: f"{float(v) / count:.3f}"
                               for k, v in sums.items()})
       self.bar.update(1)
+      if self.writer is not None and b % self.log_every == 0:
+        self.paused(lambda: self.log_step(metrics))  # pylint: disable=cell-var-from-loop
       epoch_end = b % self.steps_per_epoch == 0 or b == self.num_batches
       if self.eval_every and b % self.eval_every == 0:
         self.paused(self.evaluate)
@@ -381,6 +450,7 @@ class _Fit:
     record.update({k: float(v) / max(count, 1) for k, v in sums.items()})
     if epoch_end:
       self.end_pass(epoch, record)
+    self.log_record("epoch", record)  # before the checkpoint
     if epoch_end or self.stopped:
       self.save()
     self.history.append(record)
@@ -404,6 +474,7 @@ class _Fit:
     record = {"batches": self.b, "train_seconds": self.clock.seconds, **extra}
     self.history.append(record)
     self.stopped = self.stopped or bool(extra.get("stop", False))
+    self.log_record("eval", record)
     self.log(record)
 
   def end_pass(self, epoch: int, record: dict) -> None:
@@ -428,9 +499,13 @@ class _Fit:
   # -- the run ---------------------------------------------------------------
 
   def run(self) -> TrainResult:
-    while self.b < self.num_batches and not self.stopped:
-      self.run_pass()
-    self.check()
+    try:
+      while self.b < self.num_batches and not self.stopped:
+        self.run_pass()
+      self.check()
+    finally:
+      if self.writer is not None:
+        self.writer.close()
     self.bar.close()
     if self.ckpt is not None:
       self.ckpt.close()
@@ -452,7 +527,10 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         eval_fn: Optional[Callable[[TrainState, int], dict]] = None,
         eval_every: Optional[int] = None, desc: str = "train",
         progress: bool = True, jit: bool = True,
-        mesh: Optional[jax.sharding.Mesh] = None) -> TrainResult:
+        mesh: Optional[jax.sharding.Mesh] = None,
+        metrics_dir: Optional[str] = None, log_every: int = 50,
+        learning_rate: Optional[Callable[[int], float] | float] = None
+        ) -> TrainResult:
   """Trains `state` with `step_fn` for `num_batches` minibatches.
 
   Args:
@@ -488,6 +566,17 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
       over the mesh's devices, the state replicated (free AT's `delta` split
       like the batch) and XLA averages the gradients across devices
       (`parallel.data_parallel`; always jitted). None = one device.
+    metrics_dir: a folder for the metrics written while training
+      (`jaxadv.metrics`: `metrics.jsonl` and TensorBoard event files; process
+      0 writes): a "step" line every `log_every` minibatches, an "epoch" line
+      per pass (before its checkpoint) and an "eval" line per `eval_fn`
+      call. Resuming, the history restarts with the records up to the
+      checkpoint. None = no metrics on disk.
+    log_every: minibatches between "step" lines (each waits for the
+      device; the progress bar already does every 50).
+    learning_rate: the optimizer's schedule (`count -> lr`, e.g. the optax
+      schedule given to the optimizer) or a constant, logged as
+      "learning_rate" at the state's step; None = not logged.
 
   Returns:
     A `TrainResult`.
@@ -496,7 +585,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     ValueError, TypeError: `x` not floating pixels in [0, 1] (integer images:
       divide by 255) or holding NaN/inf; `y` not int [N] in [0, C) for the
       model's C classes; non-positive batch_size / num_batches /
-      checkpoint_every / eval_every, `eval_every` without `eval_fn`,
+      checkpoint_every / eval_every / log_every, `eval_every` without
+      `eval_fn`,
       negative seed, fewer examples than one batch, or a batch_size not
       divisible by the mesh's device count.
     TrainingDivergedError: a loss or the parameters became NaN/inf (the
@@ -505,7 +595,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   _validate_fit_args(state, x, y, batch_size=batch_size,
                      num_batches=num_batches,
                      checkpoint_every=checkpoint_every, seed=seed,
-                     eval_fn=eval_fn, eval_every=eval_every)
+                     eval_fn=eval_fn, eval_every=eval_every,
+                     log_every=log_every)
   if data_lib.num_batches(len(x), batch_size) == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
   state, run_step = _prepare_step(state, step_fn, batch_size=batch_size,
@@ -514,4 +605,5 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
               num_batches=num_batches, seed=seed, workdir=workdir,
               checkpoint_every=checkpoint_every, epoch_fn=epoch_fn,
               select=select, eval_fn=eval_fn, eval_every=eval_every,
-              desc=desc, progress=progress).run()
+              desc=desc, progress=progress, metrics_dir=metrics_dir,
+              log_every=log_every, learning_rate=learning_rate).run()
