@@ -183,7 +183,7 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
                 eval_every: Optional[int] = None,
                 step_fn: Optional[training.steps.StepFn] = None,
                 desc: Optional[str] = None, progress: bool = True,
-                mesh=None) -> Trained:
+                mesh=None, log_every: int = 10) -> Trained:
   """Trains `model` on (x, y) with the recipe of `section`; resumable.
 
   Args:
@@ -196,7 +196,10 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
     batch_size: minibatch size (last partial batch dropped).
     seed: data-order seed (`training.fit`).
     eps: attack budget; default `section["eps"]` (0 when absent).
-    workdir: the experiment's folder; None = no checkpoints.
+    workdir: the experiment's folder; None = no checkpoints. With it, the
+      run also writes its metrics to `workdir/metrics/name`
+      (`metrics.jsonl` and TensorBoard event files, `jaxadv.metrics`; a
+      "step" line every `log_every` minibatches, with the learning rate).
     checkpoint_every, epoch_fn, select, eval_fn, eval_every, desc, progress,
       mesh: as `training.fit` (`desc` defaults to `name`).
     step_fn: a step to use instead of the table's (e.g. wrapped); its cost
@@ -230,7 +233,10 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
       workdir=(os.path.join(workdir, "checkpoints", name) if workdir
                else None),
       checkpoint_every=checkpoint_every, epoch_fn=epoch_fn, select=select,
-      desc=desc or name, progress=progress, mesh=mesh, **fit_kw)
+      desc=desc or name, progress=progress, mesh=mesh,
+      metrics_dir=(os.path.join(workdir, "metrics", name) if workdir
+                   else None),
+      log_every=log_every, learning_rate=lr, **fit_kw)
   cost = {"train_steps": result.batches * updates,
           "fwd_bwd_passes": result.batches * passes,
           "train_seconds": result.train_seconds,
