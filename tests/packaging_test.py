@@ -103,8 +103,9 @@ def _third_party_imports() -> set[str]:
 
 # Imported only inside functions that need them, from an extra.
 _OPTIONAL = {"torch": "torch"}
-# Required without being imported: tfds reads array_record files with it.
-_INDIRECT = {"array-record"}
+# Required without being imported: tfds reads array_record files with it,
+# and imports importlib_resources without declaring it (for Python >= 3.9).
+_INDIRECT = {"array-record", "importlib-resources"}
 
 
 def test_runtime_dependencies_are_what_the_library_imports():
@@ -120,8 +121,7 @@ def test_runtime_dependencies_are_what_the_library_imports():
     assert names & declared, f"{mod!r} ({names}) is not in install_requires"
     imported |= names & declared
   assert declared - imported == _INDIRECT
-  for unused in ("chex", "importlib-resources", "ml-collections", "absl-py",
-                 "matplotlib"):
+  for unused in ("chex", "ml-collections", "absl-py", "matplotlib"):
     assert unused not in declared
   extras = {k: {_name(r) for r in _requirements(v)}
             for k, v in cfg["options.extras_require"].items()}
@@ -130,6 +130,16 @@ def test_runtime_dependencies_are_what_the_library_imports():
   assert extras["experiments"] <= extras["test"]
   assert "tensorboard" in extras["test"]
   assert extras["torch"] == {"torch"}
+
+
+def test_tfds_needs_importlib_resources_it_does_not_declare():
+  """Why install_requires keeps importlib_resources (`_INDIRECT`)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  src = pathlib.Path(tfds.core.dataset_builder.__file__).read_text()
+  assert "importlib_resources" in src
+  declared = [r for r in importlib.metadata.requires("tensorflow-datasets")
+              if _name(r) == "importlib-resources"]
+  assert all("python_version" in r for r in declared)
 
 
 def test_array_record_has_tfds_platform_marker():
