@@ -265,6 +265,7 @@ def test_has_batch_norm_on_plain_dicts():
   assert models.has_batch_norm({"batch_stats": {"bn": {"mean": jnp.ones(2)}}})
 
 
+@pytest.mark.slow  # about 25 s of WRN compiles; run by .ci/run
 def test_wide_resnet_dropout():
   model = models.WideResNet(depth=10, widen_factor=1, dropout_rate=0.5)
   x = _images(CIFAR_SHAPE)
