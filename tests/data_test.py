@@ -371,6 +371,9 @@ def test_missing_files_error_names_expected_files(tmp_path, monkeypatch):
   monkeypatch.setattr(
       builders, "_host_reachable", lambda url, timeout_s=5.0: False
   )
+  # Without the embedded copy (the loader's last fallback for MNIST), the
+  # missing raw files are named.
+  monkeypatch.setattr(builders.JaxadvMnist, "EMBEDDED", False)
   (tmp_path / "raw").mkdir()
   with pytest.raises(FileNotFoundError) as err:
     data.load(
