@@ -197,7 +197,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         batch_size=config.batch_size, num_batches=config.steps,
         seed=config.seed, workdir=os.path.join(workdir, "checkpoints", name),
         checkpoint_every=config.checkpoint_every, epoch_fn=epoch_fn,
-        desc=name, progress=config.progress)
+        desc=name, progress=config.progress,
+        metrics_dir=os.path.join(workdir, "metrics", name))
     variables = training.variables_of(result.state)
     test_error = 1.0 - evaluation.accuracy(model.apply, variables, x_test,
                                            y_test)
