@@ -8,6 +8,7 @@ statistics in the `batch_stats` collection.
 from jaxadv.models import layers
 from jaxadv.models import normalize
 from jaxadv.models import xla_cpu
+from jaxadv.models.cifar_compact import CompactCNN
 from jaxadv.models.layers import Conv
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.linear import sklearn_variables

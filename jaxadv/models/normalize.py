@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxadv import validation
 
@@ -39,20 +40,23 @@ def normalize(x: jax.Array, mean: Sequence[float],
     std: C per-channel standard deviations (> 0).
 
   Returns:
-    float array of `x`'s shape.
+    float array of `x`'s shape and dtype (bfloat16 inputs stay bfloat16, for
+    mixed precision).
 
   Raises:
     ValueError: `mean` / `std` not of length C, or a `std` <= 0.
   """
-  concrete = validation.is_concrete(std)
+  positive = (bool(np.all(np.asarray(std) > 0))
+               if validation.is_concrete(std) else True)  # numpy: under jit too
+  dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
   mean = jnp.asarray(mean, jnp.float32)
   std = jnp.asarray(std, jnp.float32)
   if mean.shape != (x.shape[-1],) or std.shape != (x.shape[-1],):
     raise ValueError(f"mean, std: expected {x.shape[-1]} values each (one per "
                      f"channel), got {mean.shape} and {std.shape}")
-  if concrete and bool(jnp.any(std <= 0)):
+  if not positive:
     raise ValueError(f"std: expected positive values, got {std}")
-  return (x - mean) / std
+  return ((x - mean) / std).astype(dtype)
 
 
 class Normalized(nn.Module):

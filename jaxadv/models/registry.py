@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxadv.models.cifar_compact import CompactCNN
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
@@ -43,6 +44,7 @@ __all__ = [
 ModelConstructor = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelConstructor] = {
+    "compact_cnn": CompactCNN,
     "fast_at_mnist": FastATMNIST,
     "linear_softmax": LinearSoftmax,
     "madry_cnn": MadryCNN,
@@ -67,7 +69,8 @@ KERNELS = ("lax", "xla_cpu")
 def get_model(name: str, *, kernels: str = "lax", **kwargs: Any) -> nn.Module:
   """Builds a registered model by name.
 
-  Built-in names: `"fast_at_mnist"` (`FastATMNIST`), `"linear_softmax"`
+  Built-in names: `"compact_cnn"` (`CompactCNN`, a small BatchNorm CNN for
+  CIFAR on CPUs), `"fast_at_mnist"` (`FastATMNIST`), `"linear_softmax"`
   (`LinearSoftmax`, logistic regression), `"madry_cnn"`
   (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"wide_resnet28_10"`,
   `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants),

@@ -8,6 +8,7 @@ basic blocks, in the form used by Zhang et al. (2019, TRADES) and Rice, Wong
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -50,11 +51,13 @@ class WideBasicBlock(nn.Module):
     features: Number of output channels.
     stride: Stride of the first 3x3 convolution (and of the shortcut).
     dropout_rate: Dropout probability between the two convolutions.
+    conv_fn: every conv's kernel (`layers.Conv.conv_fn`); None = `lax_conv`.
   """
 
   features: int
   stride: int = 1
   dropout_rate: float = 0.0
+  conv_fn: Optional[layers.ConvFn] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -69,7 +72,7 @@ class WideBasicBlock(nn.Module):
       float32 activations `[B, ceil(H / stride), ceil(W / stride), features]`.
     """
     conv = functools.partial(layers.Conv, use_bias=False,
-                             kernel_init=_conv_init)
+                             kernel_init=_conv_init, conv_fn=self.conv_fn)
     out = nn.relu(_batch_norm(train, "bn1")(x))
     if self.stride != 1 or x.shape[-1] != self.features:
       shortcut = conv(self.features, (1, 1), strides=(self.stride, self.stride),
@@ -115,12 +118,17 @@ class WideResNet(nn.Module):
     depth: Total depth; `depth - 4` must be a positive multiple of 6.
     widen_factor: Channel multiplier `k`.
     dropout_rate: Dropout probability inside each block (0 disables dropout).
+    conv_fn: every conv's kernel (`layers.Conv.conv_fn`); None (default)
+      is `layers.lax_conv`; `jaxadv.models.get_model(...,
+      kernels="xla_cpu")` passes `xla_cpu.conv`. Parameters and outputs are
+      the same for every choice.
   """
 
   num_classes: int = 10
   depth: int = 28
   widen_factor: int = 10
   dropout_rate: float = 0.0
+  conv_fn: Optional[layers.ConvFn] = None
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -155,12 +163,13 @@ class WideResNet(nn.Module):
     n = (self.depth - 4) // 6
     k = self.widen_factor
     x = layers.Conv(16, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
-                kernel_init=_conv_init, name="conv1")(x)
+                    kernel_init=_conv_init, conv_fn=self.conv_fn,
+                    name="conv1")(x)
     stages = ((16 * k, 1), (32 * k, 2), (64 * k, 2))
     for i, (features, stride) in enumerate(stages):
       for j in range(n):
         x = WideBasicBlock(features, stride if j == 0 else 1,
-                           self.dropout_rate,
+                           self.dropout_rate, conv_fn=self.conv_fn,
                            name=f"block{i + 1}_{j}")(x, train)
     x = nn.relu(_batch_norm(train, "bn")(x))
     x = jnp.mean(x, axis=(1, 2))

@@ -1,8 +1,11 @@
-"""Training: the shared step skeleton, trainers (VAT included), schedules, the loop."""
+"""Training: the shared step skeleton, trainers (VAT included), optimizers, schedules, the loop."""
 
 from jaxadv.training.loop import TrainResult
 from jaxadv.training.loop import TrainingDivergedError
 from jaxadv.training.loop import fit
+from jaxadv.training import optimizers
+from jaxadv.training.optimizers import kernels_mask
+from jaxadv.training.optimizers import sgd
 from jaxadv.training.schedules import cyclic
 from jaxadv.training.schedules import make_schedule
 from jaxadv.training.schedules import piecewise
@@ -10,10 +13,14 @@ from jaxadv.training.state import TrainState
 from jaxadv.training.state import apply_model
 from jaxadv.training.state import create_train_state
 from jaxadv.training.state import current_attack_params
+from jaxadv.training.state import mixed_precision
 from jaxadv.training.state import variables_of
+from jaxadv.training.steps import ATTACK_BN
+from jaxadv.training.steps import AUGMENT_KEY
 from jaxadv.training.steps import Mix
 from jaxadv.training.steps import Penalty
 from jaxadv.training.steps import Perturbation
+from jaxadv.training.steps import augmented
 from jaxadv.training.steps import clean_inputs
 from jaxadv.training.steps import draw_mix
 from jaxadv.training.steps import fgsm_rs_step

@@ -1,8 +1,17 @@
-"""The training state shared by every trainer."""
+"""The training state shared by every trainer.
+
+Mixed precision (`create_train_state(..., compute_dtype=jnp.bfloat16)`): the
+parameters, the optimizer state and the BatchNorm statistics stay float32
+(the master weights); every forward pass of training (attacks included)
+casts the parameters and the inputs to `compute_dtype` and returns float32
+logits, so the gradients, taken through the casts, are float32. Meant for
+GPU/TPU (bf16 has no fast path on XLA:CPU). Evaluation with `model.apply`
+stays float32.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,11 +37,45 @@ class TrainState(train_state.TrainState):
   attack_params: Any = None
 
 
+def _cast_floats(tree: Any, dtype) -> Any:
+  return jax.tree.map(
+      lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating)
+      else v, tree)
+
+
+def mixed_precision(apply_fn: Callable[..., Any], compute_dtype
+                    ) -> Callable[..., Any]:
+  """`apply_fn` computing in `compute_dtype`, with float32 logits and stats.
+
+  Args:
+    apply_fn: a Flax `model.apply`.
+    compute_dtype: e.g. `jnp.bfloat16`.
+
+  Returns:
+    `apply(variables, x, **kw)`: casts `variables["params"]` and `x` to
+    `compute_dtype`, runs `apply_fn` (the model must compute in its inputs'
+    dtype: jaxadv's layers and `Normalized` do), and casts the logits (and,
+    with `mutable`, the updated collections) back to float32.
+  """
+  def apply(variables, x, *args, **kwargs):
+    variables = dict(variables)
+    variables["params"] = _cast_floats(variables["params"], compute_dtype)
+    out = apply_fn(variables, x.astype(compute_dtype), *args, **kwargs)
+    if kwargs.get("mutable"):
+      logits, updates = out
+      return (logits.astype(jnp.float32),
+              _cast_floats(updates, jnp.float32))
+    return out.astype(jnp.float32)
+
+  return apply
+
+
 def create_train_state(model: nn.Module, key: jax.Array,
                        input_shape: Sequence[int], tx: optax.GradientTransformation,
                        *, eps: float = 0.0, step_size: float = 0.0,
                        eps_ramp_steps: int = 0,
-                       delta_shape: Optional[Sequence[int]] = None) -> TrainState:
+                       delta_shape: Optional[Sequence[int]] = None,
+                       compute_dtype: Any = None) -> TrainState:
   """Initialises a model and its optimizer state.
 
   Args:
@@ -45,6 +88,9 @@ def create_train_state(model: nn.Module, key: jax.Array,
     eps_ramp_steps: ramp eps (and step_size with it) linearly from 0 over this
       many optimizer updates; 0 trains at full eps from the start.
     delta_shape: the batch shape of free AT's `delta` (zeros), or None.
+    compute_dtype: None (float32 throughout) or e.g. `jnp.bfloat16`: the
+      training forward passes compute in it, float32 master weights
+      (`mixed_precision`; for GPU/TPU).
 
   Returns:
     A `TrainState` at step 0.
@@ -60,8 +106,10 @@ def create_train_state(model: nn.Module, key: jax.Array,
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
   delta = None if delta_shape is None else jnp.zeros(delta_shape, jnp.float32)
+  apply_fn = (model.apply if compute_dtype is None else
+              mixed_precision(model.apply, compute_dtype))
   return TrainState.create(
-      apply_fn=model.apply, params=params, tx=tx, batch_stats=batch_stats,
+      apply_fn=apply_fn, params=params, tx=tx, batch_stats=batch_stats,
       delta=delta,
       attack_params={"eps": jnp.float32(eps),
                      "step_size": jnp.float32(step_size),

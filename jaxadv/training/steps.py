@@ -25,6 +25,20 @@ produced:
   against the mixed one-hot targets;
 * VAT (Miyato et al., 2018; `jaxadv.training.vat`): `delta = 0` plus a
   `regularizer`, an extra loss term (the LDS) prepared from the state.
+
+Every trainer takes `augment`, a `(key, x) -> x` training augmentation (e.g.
+`functools.partial(jaxadv.augment.crop_flip, padding=4)`), applied inside the
+step to the clean batch before anything else, with the key
+`fold_in(step_key, AUGMENT_KEY)`: free AT's replays see one draw and its
+`delta` lives in the augmented image's coordinates, as in the official code.
+
+The attacks of PGD AT and FGSM-RS take `attack_bn`, the BatchNorm mode of
+their forward passes (`ATTACK_BN`; docs/cifar10.md lists what each
+reference does): "update" (the default: batch statistics, and every attack
+forward updates the running averages, as PyTorch's `model.train()` in
+Wong et al.'s scripts and the TF code of Madry et al. do), "batch" (batch
+statistics, running averages untouched: only the update's forward moves
+them) or "eval" (running averages, as `model.eval()` while crafting).
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import jax.numpy as jnp
 from jaxadv import validation
 from jaxadv import attacks
 from jaxadv import losses
+from jaxadv.attacks import core as attack_core
 from jaxadv import loops
 from jaxadv import projections
 from jaxadv.training.state import TrainState
@@ -48,6 +63,21 @@ from jaxadv.types import PyTree
 
 StepFn = Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]
 """`step(state, batch, key) -> (state, metrics)`."""
+
+Augment = Callable[[jax.Array, jax.Array], jax.Array]
+"""`(key, x [B, H, W, C]) -> x`, a training augmentation (`jaxadv.augment`)."""
+
+AUGMENT_KEY = 0x61756721
+"""The augmentation key of a step is `fold_in(step_key(key, state), AUGMENT_KEY)`
+(a constant no trainer folds in itself, so its draws are independent of the
+perturbation's)."""
+
+ATTACK_BN = ("update", "batch", "eval")
+"""BatchNorm modes of a training attack's forward passes (`pgd_at_step`,
+`fgsm_rs_step`): "update" (their default) = batch statistics, each forward
+updates the running averages (PyTorch `model.train()`, the references);
+"batch" = batch statistics, running averages untouched; "eval" = the
+running averages. `iat_step`'s attack runs "batch"."""
 
 
 class Mix(NamedTuple):
@@ -68,12 +98,16 @@ class Perturbation(NamedTuple):
       and `mix.lam`; the loss is `lam * CE(y) + (1 - lam) * CE(y[perm])`.
     weights: float32 [B] per-example loss weights (the loss is the batch
       mean of `weights * loss`); None = uniform.
+    batch_stats: the BatchNorm running statistics the update's forward pass
+      starts from (those after the attack's own updates, `attack_bn=
+      "update"`); None = `state.batch_stats`.
   """
   x: jax.Array
   y: jax.Array
   delta: jax.Array
   mix: Optional[Mix] = None
   weights: Optional[jax.Array] = None
+  batch_stats: Any = None
 
 
 class Penalty(NamedTuple):
@@ -166,8 +200,10 @@ def _update(state: TrainState, p: Perturbation, penalty: Optional[Penalty],
   The perturbation gradient comes out of the same backward pass as the
   parameter gradient (unused, XLA prunes it under jit).
   """
-  grad_fn = jax.value_and_grad(_loss_fn(state, p, penalty), argnums=(0, 1),
-                               has_aux=True)
+  loss_state = (state if p.batch_stats is None else
+                state.replace(batch_stats=p.batch_stats))
+  grad_fn = jax.value_and_grad(_loss_fn(loss_state, p, penalty),
+                               argnums=(0, 1), has_aux=True)
   delta = jax.lax.stop_gradient(p.delta)
   (_, (logits, batch_stats, metrics)), (g_params, g_delta) = grad_fn(
       state.params, delta)
@@ -188,13 +224,40 @@ def _check_unroll(unroll: Optional[bool]) -> None:
     raise TypeError(f"unroll: expected True, False or None, got {unroll!r}")
 
 
+def _check_augment(augment: Optional[Augment]) -> None:
+  if augment is not None and not callable(augment):
+    raise TypeError(f"augment: expected None or a callable (key, x) -> x, "
+                    f"got {augment!r}")
+
+
+def augmented(batch: Batch, key: jax.Array,
+              augment: Optional[Augment]) -> Batch:
+  """`batch` with `x <- augment(fold_in(key, AUGMENT_KEY), x)`; as is for None.
+
+  Args:
+    batch: {"x": float32 [B, H, W, C], "y": int32 [B]}.
+    key: the step's key (`step_key`).
+    augment: `(key, x) -> x`, or None.
+
+  Returns:
+    The batch to train on (the same object when `augment` is None).
+  """
+  if augment is None:
+    return batch
+  x = augment(jax.random.fold_in(key, AUGMENT_KEY), batch["x"])
+  return {**batch, "x": x}
+
+
 def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
               replays: Optional[int] = None,
               next_delta: Optional[NextDelta] = None,
-              unroll: Optional[bool] = None) -> StepFn:
+              unroll: Optional[bool] = None,
+              augment: Optional[Augment] = None) -> StepFn:
   """The one step skeleton every trainer is built from.
 
-  Per step: `key = step_key(key, state)`; then (`replays` times, when
+  Per step: `key = step_key(key, state)`; with `augment`, the batch's
+  images become `augment(fold_in(key, AUGMENT_KEY), x)` (once per step,
+  before the replays); then (`replays` times, when
   given) `perturb` and `regularizer` at the current parameters, and ONE
   `jax.value_and_grad` over (params, delta) of
 
@@ -214,6 +277,10 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
       `state.delta` alone.
     unroll: the replay loop's form: True unrolled, False rolled, None
       `jaxadv.loops.default_unroll()`.
+    augment: `(key, x) -> x`, a training augmentation applied to the clean
+      images inside the step (e.g. `functools.partial(
+      jaxadv.augment.crop_flip, padding=4)`); None = none, and the step's
+      keys are exactly those without it.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; metrics "loss" and
@@ -221,13 +288,15 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
 
   Raises:
     ValueError, TypeError: `replays < 1`, `replays` with a `regularizer`
-      (the replay loop averages "loss" and "accuracy" only), bad `unroll`.
+      (the replay loop averages "loss" and "accuracy" only), bad `unroll`,
+      an `augment` that is not callable.
   """
   if replays is not None:
     validation.check_count(replays, "replays", 1)
     if regularizer is not None:
       raise ValueError("`replays` with a `regularizer` is not supported.")
   _check_unroll(unroll)
+  _check_augment(augment)
 
   def update(state: TrainState, batch: Batch, key: jax.Array):
     p = perturb(state, batch, key)
@@ -236,6 +305,7 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
 
   def step(state: TrainState, batch: Batch, key: jax.Array):
     key = step_key(key, state)
+    batch = augmented(batch, key, augment)
     if replays is None:
       return update(state, batch, key)
 
@@ -253,19 +323,55 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
 
 
 def _check_attack_options(norm: str, steps: Optional[int] = None,
-                          unroll: Optional[bool] = None) -> None:
+                          unroll: Optional[bool] = None,
+                          attack_bn: str = "batch") -> None:
   """Checks a trainer's static attack options when it is built, not traced."""
   validation.check_choice(norm, "norm", projections.NORMS)
   if steps is not None:
     validation.check_count(steps, "steps", 0)
   _check_unroll(unroll)
+  validation.check_choice(attack_bn, "attack_bn", ATTACK_BN)
 
 
-def _attack_loss_fn(state: TrainState) -> losses.LossFn:
-  """The attack's loss at the current parameters (BN in train mode, no update)."""
+def _attack_loss_fn(state: TrainState, attack_bn: str = "batch"
+                    ) -> losses.LossFn:
+  """The attack's loss at the current parameters, for `attack_bn` "batch"
+  (BN on batch statistics, no update), "eval" (BN on running averages) or
+  "update" on a model without BatchNorm (nothing to update: the same)."""
+  train = attack_bn != "eval"
+
   def logits_fn(x):
-    return apply_model(state, state.params, x, train=True)[0]
+    return apply_model(state, state.params, x, train=train)[0]
   return losses.make_loss_fn(logits_fn, "ce")
+
+
+def _ascent_updating_bn(state: TrainState, x: jax.Array, y: jax.Array,
+                        delta: jax.Array, *, eps, step_size, steps: int,
+                        norm: str, unroll: Optional[bool]):
+  """`steps` ascent steps from `delta`, each forward updating the BN stats.
+
+  The forward passes run in train mode (batch statistics), so the deltas
+  are those of `attacks.pgd` / `attacks.fgsm_rs` from the same start; what
+  differs is that every forward also moves the running averages, threaded
+  through the loop, as PyTorch's `model.train()` does while crafting.
+
+  Returns:
+    (delta after the steps, batch_stats after `steps` updates).
+  """
+  def body(_, carry):
+    d, stats = carry
+    at = state.replace(batch_stats=stats)
+
+    def total(d):
+      logits, new_stats = apply_model(at, state.params, x + d, train=True)
+      return jnp.sum(losses.cross_entropy(logits, y)), new_stats
+
+    g, stats = jax.grad(total, has_aux=True)(d)
+    d = attack_core.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
+    return d, stats
+
+  return loops.run_loop(steps, body, (delta, state.batch_stats),
+                        unroll=unroll)
 
 
 def clean_inputs(state: TrainState, batch: Batch, key: jax.Array
@@ -276,30 +382,42 @@ def clean_inputs(state: TrainState, batch: Batch, key: jax.Array
 
 
 def _pgd(*, steps: int, norm: str, random_start: bool,
-         unroll: Optional[bool]) -> Perturb:
+         unroll: Optional[bool], attack_bn: str = "batch") -> Perturb:
   """K PGD steps (eps, step size from `state.attack_params`) as a `Perturb`."""
   def perturb(state, batch, key):
     x, y = batch["x"], batch["y"]
     eps, step_size = current_attack_params(state)
-    x_adv = attacks.pgd(_attack_loss_fn(state), x, y, key, eps=eps,
-                        step_size=step_size, steps=steps, norm=norm,
+    if attack_bn == "update" and state.batch_stats:
+      # `attacks.pgd`'s one run starts from the key `fold_in(key, 0)`.
+      delta = attack_core.start(jax.random.fold_in(key, 0), x, eps, norm,
+                                random_start)
+      delta, stats = _ascent_updating_bn(
+          state, x, y, delta, eps=eps, step_size=step_size, steps=steps,
+          norm=norm, unroll=unroll)
+      return Perturbation(x, y, delta, batch_stats=stats)
+    x_adv = attacks.pgd(_attack_loss_fn(state, attack_bn), x, y, key,
+                        eps=eps, step_size=step_size, steps=steps, norm=norm,
                         random_start=random_start, unroll=unroll)
     return Perturbation(x, y, x_adv - x)
 
   return perturb
 
 
-def natural_step() -> StepFn:
+def natural_step(*, augment: Optional[Augment] = None) -> StepFn:
   """Natural (standard) training: `delta = 0`.
+
+  Args:
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`.
   """
-  return make_step(clean_inputs)
+  return make_step(clean_inputs, augment=augment)
 
 
 def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
-                unroll: Optional[bool] = None) -> StepFn:
+                unroll: Optional[bool] = None, attack_bn: str = "update",
+                augment: Optional[Augment] = None) -> StepFn:
   """K-PGD adversarial training (Madry et al., 2018).
 
   Each step runs `steps` PGD steps (eps and step size from
@@ -312,20 +430,30 @@ def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
     random_start: uniform start in the ball.
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
+    attack_bn: the BatchNorm mode of the K attack forwards (`ATTACK_BN`):
+      "update" (default, as the references, Madry et al.'s TF code and Wong
+      et al.'s `train_pgd.py`: batch statistics, K + 1 running-average
+      updates per step), "batch" (batch statistics, running averages
+      untouched by the attack: one update per step, the update's) or
+      "eval" (running averages; one update). The perturbation is the same
+      for "update" and "batch". Models without BatchNorm ignore it.
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; the metrics are those of
     the adversarial batch.
 
   Raises:
-    ValueError, TypeError: `steps < 0`, unknown `norm`, bad `unroll`.
+    ValueError, TypeError: `steps < 0`, unknown `norm` or `attack_bn`, bad
+      `unroll` or `augment`.
   """
-  _check_attack_options(norm, steps, unroll)
+  _check_attack_options(norm, steps, unroll, attack_bn)
   return make_step(_pgd(steps=steps, norm=norm, random_start=random_start,
-                        unroll=unroll))
+                        unroll=unroll, attack_bn=attack_bn), augment=augment)
 
 
-def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
+def fgsm_rs_step(*, norm: str = "linf", attack_bn: str = "update",
+                 augment: Optional[Augment] = None) -> StepFn:
   """FGSM-RS "fast" adversarial training (Wong, Rice & Kolter, 2020).
 
   `delta0 ~ U(-eps, eps)`, one step of size `state.attack_params["step_size"]`
@@ -334,23 +462,34 @@ def fgsm_rs_step(*, norm: str = "linf") -> StepFn:
 
   Args:
     norm: "linf" or "l2".
+    attack_bn: the BatchNorm mode of the attack's forward (`ATTACK_BN`):
+      "update" (default, as Wong et al.'s `train_fgsm.py`, `model.train()`
+      throughout: two running-average updates per step), "batch" (one, the
+      update's; the same perturbation) or "eval" (running averages; one).
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`.
 
   Raises:
-    ValueError: unknown `norm`.
+    ValueError, TypeError: unknown `norm` or `attack_bn`, bad `augment`.
   """
-  _check_attack_options(norm)
+  _check_attack_options(norm, attack_bn=attack_bn)
 
   def perturb(state, batch, key):
     x, y = batch["x"], batch["y"]
     eps, step_size = current_attack_params(state)
-    x_adv = attacks.fgsm_rs(_attack_loss_fn(state), x, y, key, eps=eps,
-                            step_size=step_size, norm=norm)
+    if attack_bn == "update" and state.batch_stats:
+      delta = attack_core.start(key, x, eps, norm, True)
+      delta, stats = _ascent_updating_bn(
+          state, x, y, delta, eps=eps, step_size=step_size, steps=1,
+          norm=norm, unroll=None)
+      return Perturbation(x, y, delta, batch_stats=stats)
+    x_adv = attacks.fgsm_rs(_attack_loss_fn(state, attack_bn), x, y, key,
+                            eps=eps, step_size=step_size, norm=norm)
     return Perturbation(x, y, x_adv - x)
 
-  return make_step(perturb)
+  return make_step(perturb, augment=augment)
 
 
 def _free_delta(state: TrainState, batch: Batch, key: jax.Array
@@ -374,7 +513,8 @@ def _free_ascent(state: TrainState, delta: jax.Array, g_delta: jax.Array
   return jnp.clip(delta + eps * jnp.sign(g_delta), -eps, eps)
 
 
-def free_at_step(*, replays: int, unroll: Optional[bool] = None) -> StepFn:
+def free_at_step(*, replays: int, unroll: Optional[bool] = None,
+                 augment: Optional[Augment] = None) -> StepFn:
   """Free adversarial training (Shafahi et al., NeurIPS 2019).
 
   Replays the minibatch `replays` (m) times. Each replay is ONE
@@ -384,21 +524,29 @@ def free_at_step(*, replays: int, unroll: Optional[bool] = None) -> StepFn:
   (fixed batch shape) is carried over to the next minibatch, never reset. Run
   for `epochs / m` passes over the data to match natural training's cost.
 
+  BatchNorm: every replay's one forward pass is in train mode and updates
+  the running averages (m updates per minibatch), as in the official code
+  (Shafahi et al.'s TF `free_train.py` and the PyTorch `main_free.py`).
+  With `augment`, the minibatch is augmented once per step: the m replays
+  see one draw, and `delta` lives in the augmented image's coordinates.
+
   Args:
     replays: m, static.
     unroll: unroll the replay loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`).
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; `state.step` advances by
     `replays`; metrics are averaged over the replays.
 
   Raises:
-    ValueError, TypeError: `replays < 1` or bad `unroll`; at trace time,
+    ValueError, TypeError: `replays < 1`, bad `unroll` or `augment`; at
+      trace time,
       when `state.delta` is missing or its shape differs from the batch's.
   """
   return make_step(_free_delta, replays=replays, next_delta=_free_ascent,
-                   unroll=unroll)
+                   unroll=unroll, augment=augment)
 
 
 def _check_alpha(alpha: float) -> None:
@@ -407,7 +555,8 @@ def _check_alpha(alpha: float) -> None:
                      f"be > 0; got {alpha}.")
 
 
-def mixup_step(*, alpha: float = 1.0) -> StepFn:
+def mixup_step(*, alpha: float = 1.0,
+               augment: Optional[Augment] = None) -> StepFn:
   """Mixup training (Zhang, Cisse, Dauphin & Lopez-Paz, ICLR 2018).
 
   Per step: `lam ~ Beta(alpha, alpha)` and a random permutation `perm` of
@@ -419,6 +568,7 @@ def mixup_step(*, alpha: float = 1.0) -> StepFn:
   Args:
     alpha: the Beta parameter (1.0 in the paper for CIFAR; 0.2-0.4 for small
       networks). Python float.
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; "accuracy" is the
@@ -433,12 +583,13 @@ def mixup_step(*, alpha: float = 1.0) -> StepFn:
     p = clean_inputs(state, batch, key)
     return p._replace(mix=draw_mix(key, p.x.shape[0], alpha))
 
-  return make_step(perturb)
+  return make_step(perturb, augment=augment)
 
 
 def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
              norm: str = "linf", random_start: bool = True,
-             unroll: Optional[bool] = None) -> StepFn:
+             unroll: Optional[bool] = None,
+             augment: Optional[Augment] = None) -> StepFn:
   """Interpolated adversarial training (Lamb, Verma, Kannala & Bengio, 2019).
 
   Per step: PGD (`steps` steps, eps and step size from `state.attack_params`,
@@ -456,6 +607,7 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
     random_start: PGD's uniform random start.
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
+    augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; metrics of the doubled
@@ -487,7 +639,7 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
                         jnp.concatenate([jnp.zeros_like(x), delta]),
                         mix=mix, weights=weights)
 
-  return make_step(perturb)
+  return make_step(perturb, augment=augment)
 
 
 def _bcast(lam: jax.Array, ndim: int) -> jax.Array:
