@@ -2,6 +2,13 @@ r"""Natural, FGSM-RS, free and PGD adversarial training, evaluated side by side.
 
   python -m experiments.robust_training \
       --config=experiments/configs/robust_mnist.py --workdir=/tmp/robust_mnist
+  python -m experiments.robust_training \
+      --config=experiments/configs/robust_cifar10.py --workdir=/tmp/robust_c10
+
+The CIFAR-10 config adds what `experiments.common.robust` documents:
+augmentation, normalisation inside the model, SGD, a best-of group (free
+AT's m chosen on the held-out PGD check) and PGD / AutoAttack-style
+evaluation on the first N test images (clean accuracy on all).
 
 Several hosts: start the same command in every process with
 `--coordinator_address=HOST:PORT --num_processes=P --process_id=i` (each
@@ -18,13 +25,11 @@ last checkpoint, evaluation from the last finished method.
 from __future__ import annotations
 
 import os
-import time
 
 import jax
 import ml_collections
 
 from experiments import common
-from jaxadv import evaluation
 from jaxadv import parallel
 
 RESULT_KEYS = ("method", "dataset", "eps", "clean_acc", "fgsm_acc", "pgd_acc",
@@ -59,23 +64,42 @@ def _plot(records: list, path: str) -> None:
   plt.close(fig)
 
 
-def format_table(records: list) -> str:
-  """The results as a Markdown table."""
+def format_table(records: list, extras: list | None = None) -> str:
+  """The results as a Markdown table.
+
+  `extras` (one `common.robust.evaluate_method` extra dict per record) adds
+  the example counts of PGD to its header and, when the ensemble ran, an
+  AutoAttack-style ensemble column.
+  """
   nat = next((r for r in records if r["method"] == "natural"), None)
+  extras = extras or [{} for _ in records]
+  with_aa = any("autoattack_acc" in e for e in extras)
   rows = []
-  for r in records:
+  for r, e in zip(records, extras):
     ratio = (f"{r['train_seconds'] / nat['train_seconds']:.2f}x"
              if nat else "-")
     per_k = 1000 * r["train_seconds"] / max(r["fwd_bwd_passes"], 1)
+    aa = ((f"{100 * e['autoattack_acc']:.2f}" if "autoattack_acc" in e
+           else "-"),) if with_aa else ()
     rows.append((r["method"], f"{100 * r['clean_acc']:.2f}",
-                 f"{100 * r['fgsm_acc']:.2f}", f"{100 * r['pgd_acc']:.2f}",
-                 f"{r['train_seconds']:.1f}", r["train_steps"],
-                 r["fwd_bwd_passes"], ratio, f"{per_k:.3f}"))
+                 f"{100 * r['fgsm_acc']:.2f}", f"{100 * r['pgd_acc']:.2f}")
+                + aa + (f"{r['train_seconds']:.1f}", r["train_steps"],
+                        r["fwd_bwd_passes"], ratio, f"{per_k:.3f}"))
+  pgd = "PGD-{}x{} %".format(records[0]["pgd_steps"],
+                             records[0]["pgd_restarts"])
+  e0 = extras[0]
+  if e0.get("pgd_examples", 0) < e0.get("clean_examples", 0):
+    first = f"(first {e0['pgd_examples']})"
+    header = ("method", f"clean % ({e0['clean_examples']})",
+              f"FGSM % {first}", f"{pgd} {first}")
+  else:
+    header = ("method", "clean %", "FGSM %", pgd)
+  if with_aa:
+    header += (f"AA-style ensemble % (first "
+               f"{max(e.get('autoattack_examples', 0) for e in extras)})",)
   return common.markdown_table(
-      ("method", "clean %", "FGSM %", "PGD-{}x{} %".format(
-          records[0]["pgd_steps"], records[0]["pgd_restarts"]), "train s",
-       "train steps", "fwd-bwd passes", "time / natural", "s per 1k passes"),
-      rows)
+      header + ("train s", "train steps", "fwd-bwd passes", "time / natural",
+                "s per 1k passes"), rows)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -106,23 +130,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if name in details and "record" in details[name]:
       print(f"[{name}] already evaluated in {workdir}; skipping.")
       continue
-    trained = common.robust.train_method(name, config, train, val, workdir,
-                                         mesh)
+    selection = None
+    if name in (config.get("best_of") or {}):
+      chosen, trained, selection = common.robust.train_best_of(
+          name, config, train, val, workdir, mesh)
+    else:
+      chosen = name
+      trained = common.robust.train_method(name, config, train, val, workdir,
+                                           mesh)
     result, cost, variables = trained.result, trained.cost, trained.variables
-    ec = config.eval
-    t0 = time.perf_counter()
-    res = evaluation.evaluate(
-        model.apply, variables, test[0], test[1],
-        jax.random.fold_in(key, 1000), eps=config.eps,
-        pgd_steps=ec.pgd_steps, pgd_step_size=ec.pgd_step_size,
-        pgd_restarts=ec.pgd_restarts, batch_size=ec.batch_size,
-        unroll=ec.unroll, progress=config.progress, mesh=mesh)
-    eval_seconds = time.perf_counter() - t0
-    checks = evaluation.sanity_checks(
-        model.apply, variables, test[0], test[1],
-        jax.random.fold_in(key, 2000), res, eps=config.eps,
-        pgd_steps=ec.pgd_steps, pgd_step_size=ec.pgd_step_size,
-        subset=ec.sanity_subset, batch_size=ec.batch_size, unroll=ec.unroll)
+    res, checks, extra = common.robust.evaluate_method(
+        config, model, variables, test, key, mesh)
+    eval_seconds = extra["eval_seconds"]
     for c in checks:
       print(f"[{name}] {c}")
     record = {"method": name, "dataset": config.dataset,
@@ -139,10 +158,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         "eval_seconds": eval_seconds,
         "stopped_early": result.stopped_early,
         "sanity_checks": [vars(c) for c in checks],
-        "config": config[name].to_dict()}
+        "evaluation": extra, "config": config[chosen].to_dict()}
+    if selection is not None:
+      details[name]["selection"] = selection
     common.json_dump(details, details_path)
     records.append(record)
-  common.write_results(workdir, records, format_table(records))
+  extras = [details[m].get("evaluation", {}) for m in config.methods
+            if m in details and "record" in details[m]]
+  table = format_table(records, extras)
+  selections = {m: details[m]["selection"] for m in config.methods
+                if "selection" in details.get(m, {})}
+  for group, sel in selections.items():
+    table += (f"\n{group}: {sel['chosen']} chosen on held-out PGD (" +
+              ", ".join(f"{n} {100 * a:.2f}%"
+                        for n, a in sel["val_pgd_acc"].items()) + ")\n")
+  common.write_results(workdir, records, table)
   if jax.process_index() == 0:
     _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
   return records

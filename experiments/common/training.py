@@ -2,24 +2,37 @@
 
 A config section that trains one model holds `epochs` (epoch-equivalents of
 optimizer updates: free AT with m replays passes over the data `epochs / m`
-times), `learning_rate`, optionally `step` (a key of `STEPS`; default the
-section's name), `schedule` ("cyclic" default, "piecewise", "constant"),
-`optimizer` ("adam" default, "sgd" with `weight_decay`), `eps`,
-`step_size`, `eps_ramp_epochs`, and the step's own fields (`replays`,
-`steps`, `alpha`, `adv_ratio`, `xi`, `iterations`, `unroll`).
+times; or `total_updates`, optimizer updates, when set), `learning_rate`,
+optionally `step` (a key of `STEPS`; default the
+section's name), `schedule` ("cyclic" default, "piecewise", "constant";
+with `peak_fraction`, default 0.4, and `boundaries`, default (0.5, 0.75)),
+`optimizer` ("adam" default, "sgd" with `weight_decay`, `momentum`
+(default 0.9) and `weight_decay_on`, "all" (default) or "kernels", see
+`jaxadv.training.optimizers`), `eps`, `step_size`, `eps_ramp_epochs`,
+`augment` (None default, or "crop_flip" with `augment_padding`, default
+4), `attack_bn` ("update" default, "batch", "eval": the BatchNorm mode of
+FGSM-RS's and PGD's attack passes, `jaxadv.training.ATTACK_BN`; models
+without BatchNorm ignore it),
+`compute_dtype` (None = float32, or "bfloat16": mixed precision, float32
+master weights) and the step's own fields (`replays`, `steps`, `alpha`,
+`adv_ratio`, `xi`, `iterations`, `unroll`). Absent optional fields keep
+the defaults, so older sections (MNIST: no augmentation) train as before.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from jaxadv import augment as augment_lib
 from jaxadv import data
 from jaxadv import models
 from jaxadv import training
@@ -30,6 +43,36 @@ Section = Mapping[str, Any]  # a ConfigDict section or a plain dict
 def _unroll(c: Section) -> Optional[bool]:
   """The section's loop form: True / False, or None = the backend default."""
   return c.get("unroll")
+
+
+# Training augmentations by name: section -> `(key, x) -> x`.
+AUGMENTATIONS: dict[str, Callable[[Section], Callable]] = {
+    # Random crop of the zero-padded image + horizontal flip: padding 4 in
+    # Wong et al.'s scripts (`RandomCrop(32, padding=4)`), 2 in Madry et
+    # al.'s and Shafahi et al.'s TF code (`resize_image_with_crop_or_pad`
+    # to 36 x 36).
+    "crop_flip": lambda c: functools.partial(
+        augment_lib.crop_flip, padding=c.get("augment_padding") or 4),
+}
+
+
+def augmentation(c: Section) -> Optional[Callable]:
+  """The section's training augmentation (`augment`), or None (default)."""
+  name = c.get("augment")
+  if not name:
+    return None
+  if name not in AUGMENTATIONS:
+    raise ValueError(f"unknown augmentation {name!r}; valid: "
+                     f"{sorted(AUGMENTATIONS)}.")
+  return AUGMENTATIONS[name](c)
+
+
+def _attack_bn(c: Section) -> str:
+  """The section's BatchNorm mode of attack passes; default "update"."""
+  return c.get("attack_bn") or "update"
+
+
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,22 +93,26 @@ _ONE = lambda c: 1  # noqa: E731
 
 # The one name -> training-step table of the experiments.
 STEPS: dict[str, Step] = {
-    "natural": Step(lambda c: training.natural_step(), _ONE, _ONE),
-    "fgsm_rs": Step(lambda c: training.fgsm_rs_step(), _ONE, lambda c: 2),
+    "natural": Step(lambda c: training.natural_step(augment=augmentation(c)),
+                    _ONE, _ONE),
+    "fgsm_rs": Step(lambda c: training.fgsm_rs_step(
+        attack_bn=_attack_bn(c), augment=augmentation(c)), _ONE, lambda c: 2),
     # FGSM AT (Goodfellow et al., 2015): one PGD step of size eps from x.
-    "fgsm": Step(lambda c: training.pgd_at_step(steps=1, random_start=False),
-                 _ONE, lambda c: 2),
-    "pgd": Step(lambda c: training.pgd_at_step(steps=c["steps"],
-                                               unroll=_unroll(c)),
-                _ONE, lambda c: c["steps"] + 1),
-    "free": Step(lambda c: training.free_at_step(replays=c["replays"],
-                                                 unroll=_unroll(c)),
+    "fgsm": Step(lambda c: training.pgd_at_step(
+        steps=1, random_start=False, attack_bn=_attack_bn(c),
+        augment=augmentation(c)), _ONE, lambda c: 2),
+    "pgd": Step(lambda c: training.pgd_at_step(
+        steps=c["steps"], unroll=_unroll(c), attack_bn=_attack_bn(c),
+        augment=augmentation(c)), _ONE, lambda c: c["steps"] + 1),
+    "free": Step(lambda c: training.free_at_step(
+        replays=c["replays"], unroll=_unroll(c), augment=augmentation(c)),
                  lambda c: c["replays"], lambda c: c["replays"]),
-    "mixup": Step(lambda c: training.mixup_step(alpha=c["alpha"]), _ONE,
-                  _ONE),
+    "mixup": Step(lambda c: training.mixup_step(
+        alpha=c["alpha"], augment=augmentation(c)), _ONE, _ONE),
     "iat": Step(lambda c: training.iat_step(
         alpha=c["alpha"], steps=c["steps"], adv_ratio=c["adv_ratio"],
-        unroll=_unroll(c)), _ONE, lambda c: c["steps"] + 2),
+        unroll=_unroll(c), augment=augmentation(c)), _ONE,
+                lambda c: c["steps"] + 2),
     # VAT's eps comes from `state.attack_params` (traced).
     "vat": Step(lambda c: training.vat_step(
         xi=c["xi"], iterations=c["iterations"], alpha=c["alpha"]), _ONE,
@@ -74,9 +121,11 @@ STEPS: dict[str, Step] = {
 
 OPTIMIZERS = {
     "adam": lambda lr, c: optax.adam(lr),
-    "sgd": lambda lr, c: optax.chain(
-        optax.add_decayed_weights(c["weight_decay"]),
-        optax.sgd(lr, momentum=0.9)),
+    # SGD with coupled L2 decay (`jaxadv.training.optimizers.sgd`); the
+    # default "all" is `chain(add_decayed_weights(wd), sgd(lr, 0.9))`.
+    "sgd": lambda lr, c: training.optimizers.sgd(
+        lr, momentum=c.get("momentum", 0.9), weight_decay=c["weight_decay"],
+        decay=c.get("weight_decay_on") or "all"),
 }
 
 
@@ -211,10 +260,15 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
   step = get_step(section.get("step") or name)
   updates, passes = step.updates(section), step.passes(section)
   per_epoch = data.num_batches(len(x), batch_size)
-  num_batches = max(1, int(round(section["epochs"] / updates * per_epoch)))
-  lr = training.make_schedule(section.get("schedule") or "cyclic",
-                              total_steps=num_batches * updates,
-                              learning_rate=section["learning_rate"])
+  if section.get("total_updates"):  # the references' 80k-update schedules
+    num_batches = max(1, int(section["total_updates"]) // updates)
+  else:
+    num_batches = max(1, int(round(section["epochs"] / updates * per_epoch)))
+  lr = training.make_schedule(
+      section.get("schedule") or "cyclic", total_steps=num_batches * updates,
+      learning_rate=section["learning_rate"],
+      boundaries=tuple(section.get("boundaries") or (0.5, 0.75)),
+      peak_fraction=section.get("peak_fraction") or 0.4)
   optimizer = OPTIMIZERS[section.get("optimizer") or "adam"](lr, section)
   free = (section.get("step") or name) == "free"
   state = training.create_train_state(
@@ -223,7 +277,8 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
       step_size=section.get("step_size", 0.0),
       eps_ramp_steps=int(round(section.get("eps_ramp_epochs", 0.0) *
                                per_epoch)),
-      delta_shape=(batch_size,) + tuple(x.shape[1:]) if free else None)
+      delta_shape=(batch_size,) + tuple(x.shape[1:]) if free else None,
+      compute_dtype=COMPUTE_DTYPES[section.get("compute_dtype") or "float32"])
   fit_kw = {}
   if eval_fn is not None:
     fit_kw = dict(eval_fn=eval_fn, eval_every=eval_every)
