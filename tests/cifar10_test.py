@@ -446,7 +446,8 @@ def test_paper_config_two_steps_and_checkpoint(tmp_path, name):
 
 @pytest.mark.slow
 def test_paper_free_config_two_steps_and_checkpoint(tmp_path):
-  """WRN-34-10 with m = 8 replays (46M parameters: about a minute on CPU)."""
+  """WRN-34-10 with m = 8 replays (46M parameters: about 5 minutes on 2
+  shared CPU cores)."""
   trained = _paper_run("free", tmp_path)
   assert int(trained.result.state.step) == 16
   assert trained.result.state.delta.shape == (2, 32, 32, 3)
