@@ -23,6 +23,11 @@ from jaxadv import models
 from jaxadv import training
 from jaxadv.models import cifar_compact
 
+# About 2 minutes of compiles on 2 cores (more with the slow paper-scale
+# runs): the whole module is slow, to keep the default suite near 10
+# minutes; .ci/run runs it.
+pytestmark = pytest.mark.slow
+
 EPS = 8 / 255
 SMALL = dict(widths=(8, 16), convs_per_stage=1)  # a tiny BN net for tests
 
