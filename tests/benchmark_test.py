@@ -186,3 +186,56 @@ def test_time_to_accuracy_runs_on_fits_eval_hook():
   assert states["fgsm_rs"][0] == "fast_at_mnist"
   assert "| fgsm_rs |" in "\n".join(training.tta_markdown(
       {"config": config.to_dict(), "tta": rows}))
+
+
+def test_build_mode_adds_section_fields_but_the_mode_wins():
+  from experiments import common
+  _, updates, passes = common.training.build_mode(
+      "pgd:2", {"augment": "crop_flip", "attack_bn": "batch", "steps": 99})
+  assert (updates, passes) == (1, 3)
+  with pytest.raises(ValueError, match="unknown augmentation"):
+    common.training.build_mode("natural", {"augment": "cutout"})
+  state = common.training.mode_state(
+      models.get_model("compact_cnn", widths=(4, 8)), "pgd:2",
+      (2, 32, 32, 3), 8 / 255, step_sizes={"pgd": 2 / 255})
+  np.testing.assert_allclose(state.attack_params["step_size"], 2 / 255,
+                             rtol=1e-6)
+  np.testing.assert_allclose(state.attack_params["eps"], 8 / 255, rtol=1e-6)
+
+
+def test_cifar10_rows_use_the_cifar_recipe():
+  """The CIFAR-10 groups time the CIFAR recipe (Normalized model, SGD,
+  augmentation and BatchNorm-updating attacks) on real CIFAR-10 images."""
+  from experiments.configs import benchmark_cifar10
+  from jaxadv import data
+  config = benchmark_cifar10.get_config("quick")
+  assert config.dataset == "cifar10_jpeg" and config.eps == 8 / 255
+  g = config.train.compact_cnn
+  g.model_kwargs = dict(widths=(4, 8), convs_per_stage=1)
+  setup = run.group_setup(g)
+  assert isinstance(setup["model"], models.Normalized)
+  assert setup["section"] == {"augment": "crop_flip", "attack_bn": "update"}
+  assert setup["rewarm"] == 1
+  x, y = data.load("cifar10_jpeg", "train", limit=4)
+  rows = training.time_train_modes(g.model, ("natural", "fgsm_rs"),
+                                   {"x": x, "y": y}, config.eps, 0, 1,
+                                   kernels=g.kernels, **setup)
+  assert [r["mode"] for r in rows] == ["natural", "fgsm_rs"]
+  assert all(r["batch_size"] == 4 and r["call_s"] > 0 for r in rows)
+  assert rows[1]["passes_per_call"] == 2
+  assert run.group_setup(config.train.preact_resnet18)["rewarm"] == 0
+
+
+def test_torch_reference_step_and_line():
+  pytest.importorskip("torch")
+  from experiments.benchmarks import torch_reference
+  net = torch_reference.preact_resnet18()
+  # The same parameter count as jaxadv's PreActResNet18.
+  assert sum(p.numel() for p in net.parameters()) == 11_172_170
+  x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  res = torch_reference.natural_step_seconds(x, np.array([0, 1]), warmup=0,
+                                             repeats=2)
+  assert res["batch_size"] == 2 and len(res["round_s"]) == 2
+  assert res["call_s"] > 0 and res["threads"] >= 1
+  (line,) = torch_reference.to_markdown(res, 2 * res["call_s"])
+  assert "2.00x" in line and "PreActResNet-18" in line

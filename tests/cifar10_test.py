@@ -528,3 +528,24 @@ def test_robust_cifar10_quick_pipeline(tmp_path):
   with open(os.path.join(workdir, "results.md")) as f:
     md = f.read()
   assert "AA-style ensemble" in md and "free_best: free_m" in md
+
+
+def test_gpu_smoke_config_and_script():
+  """scripts/gpu_smoke.sh's config: PreActResNet-18, one epoch-equivalent
+  of natural, FGSM-RS and free AT m = 8, PGD-20 on 1,000 test images."""
+  import pathlib
+  import subprocess
+  from experiments.configs import gpu_smoke
+  config = gpu_smoke.get_config()
+  assert config.model == "preact_resnet18"
+  assert config.dataset == "cifar10_jpeg"
+  assert tuple(config.methods) == ("natural", "fgsm_rs", "free")
+  assert [config[m].epochs for m in config.methods] == [1.0, 1.0, 1.0]
+  assert (config.free.replays, config.fgsm_rs.step) == (8, "fgsm_rs")
+  assert (config.eval.pgd_steps, config.eval.pgd_restarts,
+          config.eval.pgd_examples) == (20, 1, 1000)
+  for name in config.methods:
+    assert config[name].step in training_lib.STEPS
+  script = pathlib.Path(__file__).parent.parent / "scripts" / "gpu_smoke.sh"
+  assert "configs/gpu_smoke.py" in script.read_text()
+  subprocess.run(["bash", "-n", str(script)], check=True)

@@ -11,8 +11,11 @@ from experiments import common
 from experiments.benchmarks import attack
 from experiments.benchmarks import loop
 from experiments.benchmarks import mi
+from experiments.benchmarks import torch_reference
 from experiments.benchmarks import training
 from jaxadv import data
+from jaxadv import models
+from jaxadv import training as jaxadv_training
 
 
 def to_markdown(res: dict) -> str:
@@ -21,6 +24,10 @@ def to_markdown(res: dict) -> str:
   out = [f"Machine: {m['processor'] or m['platform']}, {m['cpu_count']} cores, "
          f"jax {m['jax']} ({m['backend']}, {len(m['devices'])} device(s)).", ""]
   out += training.train_markdown(res)
+  if res.get("torch_reference"):
+    tr = res["config"]["torch_reference"]
+    out += [""] + torch_reference.to_markdown(
+        res["torch_reference"], _natural_s(res["train"], tr["model"]))
   if res.get("memory"):
     out += [""] + training.memory_markdown(res)
   if res.get("tta"):
@@ -33,6 +40,38 @@ def to_markdown(res: dict) -> str:
   if isinstance(res.get("mixup_inference"), dict):
     out += ["", mi.to_markdown(res["mixup_inference"])]
   return "\n".join(out)
+
+
+def _natural_s(rows: list[dict], model: str):
+  """The natural step's median seconds of `model` among `rows`, or None."""
+  return next((r["call_s"] for r in rows
+               if r["model"] == model and r["mode"] == "natural"), None)
+
+
+def group_setup(g: ml_collections.ConfigDict) -> dict:
+  """`time_train_modes` keywords of a `train` group's optional fields.
+
+  `model_kwargs` (to `models.get_model`), `normalize` ("cifar10": inside
+  `models.Normalized`), `section` (step fields such as `augment` and
+  `attack_bn`), `step_sizes` (mode name -> step size) and `optimizer`
+  ("sgd": the CIFAR recipes' SGD, momentum 0.9, weight decay 5e-4);
+  absent, the MNIST rows are set up as before.
+  """
+  out = {"rewarm": g.get("rewarm", 1)}
+  if g.get("model_kwargs") or g.get("normalize"):
+    model = models.get_model(g.model, kernels=g.kernels,
+                             **dict(g.get("model_kwargs") or {}))
+    if g.get("normalize"):
+      mean, std = common.robust.NORMALIZATIONS[g.normalize]
+      model = models.Normalized(model, mean=mean, std=std)
+    out["model"] = model
+  if g.get("section"):
+    out["section"] = dict(g.section)
+  if g.get("step_sizes"):
+    out["step_sizes"] = dict(g.step_sizes)
+  if g.get("optimizer") == "sgd":
+    out["tx"] = jaxadv_training.sgd(0.1, weight_decay=5e-4)
+  return out
 
 
 def machine() -> dict:
@@ -52,16 +91,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(res["environment"])
   x, y = data.load(config.dataset, "train", data_dir=config.data_dir,
                    manual_dir=config.manual_dir)
-  x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir,
-                             manual_dir=config.manual_dir)
   batch = {"x": x[:config.batch_size], "y": y[:config.batch_size]}
   nb = data.num_batches(len(x), config.batch_size)
 
   res["train"] = []
   for g in config.train.values():
     rows = training.time_train_modes(g.model, tuple(g.modes), batch,
-                                     config.eps, config.warmup,
-                                     config.repeats, kernels=g.kernels)
+                                     config.eps, g.get("warmup",
+                                                       config.warmup),
+                                     g.get("repeats", config.repeats),
+                                     kernels=g.kernels, **group_setup(g))
     training.add_ratios(rows, nb)
     for r in rows:
       print(f"[train] {g.model} ({g.kernels}) {r['mode']}: "
@@ -69,7 +108,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f"{r['ratio_to_natural']:.2f} {r['bar']}")
     res["train"] += rows
 
-  if config.memory_groups:
+  tr = config.get("torch_reference")
+  if tr:
+    res["torch_reference"] = torch_reference.natural_step_seconds(
+        batch["x"], batch["y"], warmup=tr.warmup, repeats=tr.repeats)
+    print(torch_reference.to_markdown(
+        res["torch_reference"], _natural_s(res["train"], tr.model))[0])
+
+  if not config.get("tta"):  # the CIFAR-10 benchmark: training rows only
+    common.write_results(workdir, res, to_markdown(res), name="benchmark")
+    return res
+
+  x_test, y_test = data.load(config.dataset, "test", data_dir=config.data_dir,
+                             manual_dir=config.manual_dir)
+  if config.get("memory_groups"):
     res["memory"] = training.memory_table(config)
 
   res["tta"], states = training.time_to_accuracy(config)

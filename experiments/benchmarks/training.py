@@ -13,6 +13,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,27 +31,36 @@ from jaxadv import training
 
 def time_train_modes(model_name: str, modes: tuple[str, ...], batch: dict,
                      eps: float, warmup: int, repeats: int,
-                     kernels: str = "xla_cpu") -> list[dict]:
+                     kernels: str = "xla_cpu", *, model=None,
+                     section: Optional[dict] = None,
+                     step_sizes: Optional[dict] = None, tx=None,
+                     rewarm: int = 1) -> list[dict]:
   """Compile time, median call time and XLA's memory estimate of each mode.
 
   All modes are compiled first, then timed in alternation
   (`timing.interleaved_times`: every round calls each mode once, after
-  an untimed call of the same mode), so a ratio to the natural step
+  `rewarm` untimed calls of the same mode), so a ratio to the natural step
   compares calls made in the same stretch of time even when the machine
   drifts during the run. Each row keeps its per-round times (`round_s`)
-  for paired ratios.
+  for paired ratios. `model` (default `get_model(model_name, kernels)`),
+  `section` (extra step fields, `common.training.build_mode`),
+  `step_sizes` and `tx` (`common.training.mode_state`) set up the CIFAR-10
+  recipes.
   """
   key = jax.random.key(0)
-  model = models.get_model(model_name, kernels=kernels)
+  if model is None:
+    model = models.get_model(model_name, kernels=kernels)
   setups, rows = {}, {}
   for mode in modes:
-    step, updates, passes = common.training.build_mode(mode)
-    state = common.training.mode_state(model, mode, batch["x"].shape, eps)
+    step, updates, passes = common.training.build_mode(mode, section)
+    state = common.training.mode_state(model, mode, batch["x"].shape, eps,
+                                       step_sizes=step_sizes, tx=tx)
     compiled, compile_s = timing.compile_timed(step, state, batch, key,
                                                donate_argnums=(0,))
     mem = compiled.memory_analysis()
     setups[mode] = {"compiled": compiled, "state": state}
     rows[mode] = {"model": model_name, "kernels": kernels, "mode": mode,
+                  "batch_size": int(batch["x"].shape[0]),
                   "compile_s": compile_s, "updates_per_call": updates,
                   "passes_per_call": passes,
                   "xla_temp_bytes": getattr(mem, "temp_size_in_bytes", None)}
@@ -64,7 +74,7 @@ def time_train_modes(model_name: str, modes: tuple[str, ...], batch: dict,
     return run
 
   times = timing.interleaved_times({m: call(m) for m in modes}, repeats,
-                                   warmup=warmup)
+                                   warmup=warmup, rewarm=rewarm)
   for mode, row in rows.items():
     row["round_s"] = times[mode]
     row["call_s"] = float(np.median(times[mode]))
@@ -100,6 +110,7 @@ def train_markdown(res: dict) -> list[str]:
   """The training-cost table."""
   c = res["config"]
   rows = [(r["model"], r.get("kernels", "-"), r["mode"],
+           r.get("batch_size", c["batch_size"]), len(r["round_s"]),
            f"{1e3 * r['call_s']:.2f}", r["updates_per_call"],
            f"{1e3 * r['per_update_s']:.2f}", f"{r['epoch_equiv_s']:.1f}",
            f"{r['ratio_to_natural']:.2f} "
@@ -107,18 +118,17 @@ def train_markdown(res: dict) -> list[str]:
            f"{r['ratio_to_natural_range'][1]:.2f})", r["bar"],
            f"{r['compile_s']:.2f}") for r in res["train"]]
   return [
-      "**Training step cost** (batch {}, median of {} interleaved rounds "
-      "after warm-up, each round timing every mode of the model once, right "
-      "after an untimed call of it; ratio per optimizer update vs natural on "
-      "the same model and kernels: the median over rounds of the ratio "
-      "within each round, with its range; `@fori` / `@unroll`: the replay or "
-      "attack loop rolled / unrolled, no suffix: the backend default, "
-      "`jaxadv.loops.default_unroll()`)".format(c["batch_size"],
-                                                c["repeats"]), "",
+      "**Training step cost** (median of the interleaved rounds after "
+      "warm-up, each round timing every mode of the model once, by default "
+      "right after an untimed call of it; ratio per optimizer update vs "
+      "natural on the same model and kernels: the median over rounds of the "
+      "ratio within each round, with its range; `@fori` / `@unroll`: the "
+      "replay or attack loop rolled / unrolled, no suffix: the backend "
+      "default, `jaxadv.loops.default_unroll()`)", "",
       common.markdown_table(
-          ("model", "kernels", "mode", "ms / call", "updates / call",
-           "ms / update", "s / epoch-equiv.", "ratio to natural", "bar",
-           "compile s"), rows)]
+          ("model", "kernels", "mode", "batch", "rounds", "ms / call",
+           "updates / call", "ms / update", "s / epoch-equiv.",
+           "ratio to natural", "bar", "compile s"), rows)]
 
 
 # -------------------------------------------------------------- memory ----

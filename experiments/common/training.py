@@ -185,23 +185,33 @@ def mode_section(mode: str) -> dict:
   return {"step": name, "replays": k, "steps": k, "unroll": unroll}
 
 
-def build_mode(mode: str):
-  """(step fn, optimizer updates per call, forward-backward passes per call)."""
-  c = mode_section(mode)
+def build_mode(mode: str, section: Optional[Section] = None):
+  """(step fn, optimizer updates per call, forward-backward passes per call).
+
+  `section` adds step fields to the mode's (e.g. {"augment": "crop_flip",
+  "attack_bn": "update"} for the CIFAR-10 recipes); the mode's own step,
+  replays, steps and loop form win.
+  """
+  c = dict(section or {}, **mode_section(mode))
   if c["step"] not in ("natural", "fgsm_rs", "free", "pgd"):
     raise ValueError(f"unknown training mode {mode!r}")
   step = get_step(c["step"])
   return step.build(c), step.updates(c), step.passes(c)
 
 
-def mode_state(model, mode: str, x_shape, eps: float) -> training.TrainState:
-  """A fresh training state for timing `mode` (Adam 1e-3; FGSM-RS step
-  1.25 eps, PGD step 0.01; free AT's delta of the batch shape)."""
+def mode_state(model, mode: str, x_shape, eps: float, *,
+               step_sizes: Optional[Mapping[str, float]] = None,
+               tx: Optional[optax.GradientTransformation] = None
+               ) -> training.TrainState:
+  """A fresh training state for timing `mode`: `tx` (default Adam 1e-3),
+  the step sizes of `step_sizes` (default FGSM-RS 1.25 eps, PGD 0.01) and
+  free AT's delta of the batch shape."""
   name = parse_mode(mode)[0]
-  step_size = {"fgsm_rs": 1.25 * eps, "pgd": 0.01}.get(name, 0.0)
+  sizes = {"fgsm_rs": 1.25 * eps, "pgd": 0.01, **dict(step_sizes or {})}
   return training.create_train_state(
-      model, jax.random.key(0), (1,) + tuple(x_shape[1:]), optax.adam(1e-3),
-      eps=eps, step_size=step_size,
+      model, jax.random.key(0), (1,) + tuple(x_shape[1:]),
+      optax.adam(1e-3) if tx is None else tx,
+      eps=eps, step_size=sizes.get(name, 0.0),
       delta_shape=tuple(x_shape) if name == "free" else None)
 
 
