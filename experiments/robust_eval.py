@@ -54,6 +54,7 @@ def _evaluate_method(name: str, model, variables, x, y, key,
   ak = dict(eps=eps, apgd_steps=config.apgd.steps,
             apgd_restarts=config.apgd.restarts,
             num_targets=config.apgd.num_targets,
+            fab_steps=config.fab.steps, fab_restarts=config.fab.restarts,
             square_queries=config.square.queries,
             square_p_init=config.square.p_init, unroll=unroll, progress=prog,
             **kw)

@@ -11,8 +11,8 @@ from jaxadv import losses
 
 TOL = 1e-6
 # Shared with masking_test.py's settings, so jitted attacks compile once.
-ENSEMBLE_KW = dict(eps=0.1, apgd_steps=10, num_targets=3, square_queries=300,
-                   batch_size=200, unroll=False)
+ENSEMBLE_KW = dict(eps=0.1, apgd_steps=10, num_targets=3, fab_steps=10,
+                   square_queries=300, batch_size=200, unroll=False)
 
 
 def _mlp(shape, num_classes=5, seed=0):
@@ -178,14 +178,16 @@ def test_evaluate_robustness_attacks_only_survivors_and_is_seeded(mnist_mlp):
   assert np.all(res["fooled_by"][~clean_ok] == 0)
   assert not res["robust"][~clean_ok].any()
   accs = [res["clean_acc"]] + [res["per_attack"][a] for a in
-                               ("apgd-ce", "apgd-t", "square")]
+                               ("apgd-ce", "apgd-t", "fab-t", "square")]
   assert all(b <= a for a, b in zip(accs, accs[1:]))
   assert accs[1] < accs[0] - 0.3  # APGD-CE breaks a natural model
   # Each attack ran on exactly the examples the ones before left standing.
   assert res["attacked"]["apgd-ce"] == clean_ok.sum()
   survivors_ce = round(accs[1] * n)
   assert survivors_ce <= res["attacked"]["apgd-t"] <= 3 * survivors_ce
-  assert res["attacked"]["square"] == round(accs[2] * n)
+  survivors_t = round(accs[2] * n)
+  assert survivors_t <= res["attacked"]["fab-t"] <= 3 * survivors_t
+  assert res["attacked"]["square"] == round(accs[3] * n)
   for a, name in enumerate(res["attacks"]):
     assert (res["fooled_by"] == a + 1).sum() == round(
         (accs[a] - accs[a + 1]) * n)
@@ -200,7 +202,7 @@ def test_evaluate_robustness_rejects_bad_options(mnist_mlp):
   apply, variables, x, y = mnist_mlp
   with pytest.raises(ValueError, match="`attack_names` must be one of"):
     evaluation.evaluate_robustness(apply, variables, x, y, jax.random.key(0),
-                                   eps=0.1, attack_names=("fab",))
+                                   eps=0.1, attack_names=("deepfool",))
   with pytest.raises(ValueError, match="L-inf only"):
     evaluation.evaluate_robustness(apply, variables, x, y, jax.random.key(0),
                                    eps=0.1, norm="l2")

@@ -23,7 +23,8 @@ def test_quick_robust_eval_trains_restores_and_reports(tmp_path, capsys):
     assert r["num_examples"] == config.num_examples
     assert r["ensemble_acc"] <= r["apgd_ce_acc"] <= r["clean_acc"]
     assert r["pgd_or_ensemble_acc"] <= min(r["pgd_acc"], r["ensemble_acc"])
-    assert list(r["ensemble_cumulative"]) == ["apgd-ce", "apgd-t", "square"]
+    assert list(r["ensemble_cumulative"]) == ["apgd-ce", "apgd-t", "fab-t",
+                                                "square"]
   assert os.path.getsize(os.path.join(workdir,
                                       "robust_acc_by_attack.png")) > 0
   # A second run restores from the finished workdir instead of re-evaluating.

@@ -3,7 +3,7 @@
 Loads the checkpoints that `experiments.robust_training` wrote (training a
 method first if its checkpoints are missing or unfinished) and evaluates
 FGSM, PGD-50 (step 0.01) x 10 restarts, APGD-CE, APGD-T (top-9 targets),
-Square (5000 queries) and their ensemble on the first `num_examples` test
+FAB-T (top-9 targets), Square (5000 queries) and their ensemble on the first `num_examples` test
 images, with the sanity / gradient-masking checks.
 
 Run (after training with experiments/configs/robust_mnist.py into TRAIN_DIR):
@@ -32,9 +32,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.pgd = ml_collections.ConfigDict(dict(steps=50, step_size=0.01,
                                               restarts=10))
   # AutoAttack "standard": APGD-CE and APGD-T with 100 iterations, 1 restart,
-  # 9 target classes; Square with 5000 queries, p_init 0.8.
+  # 9 target classes; FAB-T 100 iterations, 1 restart, the same 9 targets;
+  # Square with 5000 queries, p_init 0.8.
   config.apgd = ml_collections.ConfigDict(dict(steps=100, restarts=1,
                                                num_targets=9))
+  config.fab = ml_collections.ConfigDict(dict(steps=100, restarts=1))
   config.square = ml_collections.ConfigDict(dict(queries=5000, p_init=0.8))
   # Also run APGD-T and Square alone on every clean-correct example.
   config.individual = True
@@ -52,6 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pgd.restarts = 2
     config.apgd.steps = 20
     config.apgd.num_targets = 3
+    config.fab.steps = 20
     config.square.queries = 200
     config.sanity.subset = 100
     config.sanity.square_queries = 100

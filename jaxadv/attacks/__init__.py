@@ -11,6 +11,9 @@ from jaxadv.attacks.apgd import apgd
 from jaxadv.attacks.apgd import apgd_logits
 from jaxadv.attacks.apgd import checkpoints as apgd_checkpoints
 from jaxadv.attacks.eot import eot_pgd
+from jaxadv.attacks.fab import fab
+from jaxadv.attacks.fab import fab_min_norm
+from jaxadv.attacks.fab import project_hyperplane
 from jaxadv.attacks.fgsm import fgm
 from jaxadv.attacks.fgsm import fgsm
 from jaxadv.attacks.fgsm import fgsm_rs

@@ -1,5 +1,7 @@
 """Evaluation: clean and robust accuracy, reports and sanity checks."""
 
+from jaxadv.evaluation.autoattack import ENSEMBLES
+from jaxadv.evaluation.autoattack import STANDARD
 from jaxadv.evaluation.autoattack import evaluate_robustness
 from jaxadv.evaluation.report import SanityCheck
 from jaxadv.evaluation.report import evaluate

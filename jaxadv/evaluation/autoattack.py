@@ -1,11 +1,13 @@
-"""AutoAttack-style robustness evaluation: APGD-CE, APGD-T and Square.
+"""AutoAttack-style robustness evaluation: APGD-CE, APGD-T, FAB-T and Square.
 
 Croce & Hein (ICML 2020), "Reliable evaluation of adversarial robustness with
 an ensemble of diverse parameter-free attacks": the "standard" ensemble runs
 APGD-CE, then targeted APGD with the DLR loss towards each of the top-9
-other classes (by clean logits), then the Square attack (Andriushchenko et
-al., ECCV 2020), every attack only on the points still robust after the ones
-before it. An example is robust when it is classified correctly clean and
+other classes (by clean logits), then targeted FAB (Croce & Hein, ICML
+2020, `jaxadv.attacks.fab`) towards the same 9 classes, then the Square
+attack (Andriushchenko et al., ECCV 2020), every attack only on the points
+still robust after the ones before it. `ENSEMBLES["apgd-t+square"]` is
+the cheaper ensemble without FAB-T that jaxadv called standard before. An example is robust when it is classified correctly clean and
 survives every attack.
 
 Batching reuses `jaxadv.evaluation.robust`: fixed-size padded batches (one
@@ -28,10 +30,22 @@ from jaxadv import validation
 from jaxadv import attacks
 from jaxadv.evaluation import robust
 
-STANDARD = ("apgd-ce", "apgd-t", "square")
-# attack name -> APGD loss ("square" is the score-based attack)
+STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
+# Named ensembles; only "standard" is AutoAttack's standard version.
+ENSEMBLES = {"standard": STANDARD,
+             "apgd-t+square": ("apgd-ce", "apgd-t", "square")}
+# attack name -> APGD loss ("fab-t" and "square" are not APGD)
 _APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}
-ENSEMBLE_ATTACKS = tuple(_APGD_LOSSES) + ("square",)
+ENSEMBLE_ATTACKS = tuple(_APGD_LOSSES) + ("fab-t", "square")
+# Attacks that run once per target class rank.
+_TARGETED = ("apgd-t", "fab-t")
+
+
+def _target(logits: jax.Array, y: jax.Array, target_rank) -> jax.Array:
+  """The `target_rank`-th highest clean logit's class other than `y`."""
+  others = jnp.where(jax.nn.one_hot(y, logits.shape[-1]) > 0, -jnp.inf,
+                     logits)
+  return jnp.argsort(-others, axis=-1)[:, target_rank]
 
 
 @functools.partial(
@@ -44,13 +58,23 @@ def _apgd_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
   logits_fn = lambda v: apply_fn(variables, v, train=False)
   target = None
   if loss == "dlr_targeted":
-    clean = logits_fn(x)
-    others = jnp.where(jax.nn.one_hot(y, clean.shape[-1]) > 0, -jnp.inf,
-                       clean)
-    target = jnp.argsort(-others, axis=-1)[:, target_rank]
+    target = _target(logits_fn(x), y, target_rank)
   x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=steps,
                               loss=loss, target=target, norm=norm,
                               restarts=restarts, unroll=unroll)
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "steps", "restarts",
+                                             "norm", "unroll"))
+def _fab_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
+                 steps: int, restarts: int, norm: str,
+                 unroll: Optional[bool]) -> jax.Array:
+  """Correct under FAB-T towards the `target_rank`-th other class."""
+  logits_fn = lambda v: apply_fn(variables, v, train=False)
+  x_adv = attacks.fab(logits_fn, x, y, key, eps=eps, norm=norm, steps=steps,
+                      target=_target(logits_fn(x), y, target_rank),
+                      restarts=restarts, unroll=unroll)
   return jnp.argmax(logits_fn(x_adv), axis=-1) == y
 
 
@@ -69,15 +93,17 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                         eps: float, norm: str = "linf",
                         attack_names: Sequence[str] = STANDARD,
                         apgd_steps: int = 100, apgd_restarts: int = 1,
-                        num_targets: int = 9, square_queries: int = 5000,
+                        num_targets: int = 9, fab_steps: int = 100,
+                        fab_restarts: int = 1, square_queries: int = 5000,
                         square_p_init: float = 0.8, batch_size: int = 500,
                         unroll: Optional[bool] = None,
                         progress: bool = False) -> dict:
   """Robust accuracy under the AutoAttack "standard" ensemble.
 
   Attacks run in the order given, each only on the examples still robust
-  (correct clean and after every earlier attack); APGD-T runs once per
-  target class, the `num_targets` highest clean logits other than `y`.
+  (correct clean and after every earlier attack); APGD-T and FAB-T run
+  once per target class, the `num_targets` highest clean logits other than
+  `y`.
   Attack `a` uses the key `fold_in(key, a)`, its target rank `t`
   `fold_in(., t)` and its batch `b` `fold_in(., b)`: the same key gives the
   same result.
@@ -90,10 +116,14 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     key: PRNG key.
     eps: budget, pixel units (0.3 on MNIST, 8/255 on CIFAR).
     norm: "linf" or "l2" (Square is L-inf only).
-    attack_names: a sequence of "apgd-ce", "apgd-dlr", "apgd-t", "square".
+    attack_names: a sequence of "apgd-ce", "apgd-dlr", "apgd-t", "fab-t",
+      "square" (`ENSEMBLES` names some; the default is AutoAttack's
+      standard version).
     apgd_steps: APGD iterations (100 in AutoAttack).
     apgd_restarts: APGD restarts (1 in AutoAttack).
-    num_targets: APGD-T target classes (9; capped at C - 1).
+    num_targets: APGD-T and FAB-T target classes (9; capped at C - 1).
+    fab_steps: FAB-T iterations per target (100 in AutoAttack).
+    fab_restarts: FAB-T runs per target (1 in AutoAttack's standard).
     square_queries: Square's query budget (5000 in AutoAttack).
     square_p_init: Square's initial square fraction (0.8).
     batch_size: fixed attack batch size (the last batch is padded).
@@ -124,6 +154,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
   validation.check_count(apgd_steps, "apgd_steps", 0)
   validation.check_count(apgd_restarts, "apgd_restarts", 1)
   validation.check_count(num_targets, "num_targets", 1)
+  validation.check_count(fab_steps, "fab_steps", 0)
+  validation.check_count(fab_restarts, "fab_restarts", 1)
   validation.check_count(square_queries, "square_queries", 1)
   y = np.asarray(y, np.int32)
   correct = robust.predict(apply_fn, variables, x, batch_size=batch_size) == y
@@ -140,11 +172,16 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                              p_init=square_p_init)
       ranks = 1
     else:
-      fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
-                             steps=apgd_steps, restarts=apgd_restarts,
-                             norm=norm, unroll=unroll)
+      if name == "fab-t":
+        fn = functools.partial(_fab_correct, steps=fab_steps,
+                               restarts=fab_restarts, norm=norm,
+                               unroll=unroll)
+      else:
+        fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
+                               steps=apgd_steps, restarts=apgd_restarts,
+                               norm=norm, unroll=unroll)
       ranks = 1
-      if name == "apgd-t":
+      if name in _TARGETED:
         if num_classes is None:
           num_classes = int(jax.eval_shape(
               lambda v: apply_fn(v, jnp.asarray(x[:1]), train=False),
