@@ -17,7 +17,8 @@ process sees the same data; process 0 writes the results).
 Writes `WORKDIR/results.json` (one record per method with keys method,
 dataset, eps, clean_acc, fgsm_acc, pgd_acc, pgd_steps, pgd_restarts,
 train_seconds, train_steps, fwd_bwd_passes), `WORKDIR/details.json` (training
-curves, sanity checks, compile times) and `WORKDIR/robust_acc_vs_time.png`.
+curves, sanity checks, compile times), `WORKDIR/robust_acc_vs_time.png`
+and `WORKDIR/heldout_pgd.png` (the held-out PGD curve per pass).
 A killed run started again with the same workdir resumes: training from the
 last checkpoint, evaluation from the last finished method.
 """
@@ -102,6 +103,41 @@ def format_table(records: list, extras: list | None = None) -> str:
                 "s per 1k passes"), rows)
 
 
+def heldout_curves(details: dict, methods) -> dict:
+  """Method -> [(epoch, held-out PGD accuracy)] from the training histories
+  (the per-epoch / per-pass check against catastrophic overfitting)."""
+  return {m: [(h["epoch"], h["val_pgd_acc"]) for h in details[m]["history"]
+              if "val_pgd_acc" in h]
+          for m in methods if m in details and details[m].get("history")}
+
+
+def _plot_heldout(curves: dict, title: str, path: str) -> None:
+  plt = common.pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, curve in curves.items():
+    if curve:
+      ax.plot([e + 1 for e, _ in curve], [100 * a for _, a in curve],
+              marker="o", label=name)
+  ax.set_xlabel("pass over the training data")
+  ax.set_ylabel("held-out PGD accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def heldout_markdown(curves: dict) -> str:
+  """The held-out curves as one line per method."""
+  lines = ["Held-out PGD accuracy after each pass (%), the check against "
+           "catastrophic overfitting:", ""]
+  for name, curve in curves.items():
+    lines.append(f"- {name}: " + ", ".join(f"{100 * a:.1f}"
+                                           for _, a in curve))
+  return "\n".join(lines) + "\n"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> list:
   """Trains and evaluates every method in `config.methods`.
@@ -172,9 +208,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     table += (f"\n{group}: {sel['chosen']} chosen on held-out PGD (" +
               ", ".join(f"{n} {100 * a:.2f}%"
                         for n, a in sel["val_pgd_acc"].items()) + ")\n")
+  curves = heldout_curves(details, config.methods)
+  if curves:
+    table += "\n" + heldout_markdown(curves)
   common.write_results(workdir, records, table)
   if jax.process_index() == 0:
     _plot(records, os.path.join(workdir, "robust_acc_vs_time.png"))
+    if curves:
+      _plot_heldout(curves, f"{config.dataset}, eps={config.eps:.4g}: "
+                    "held-out PGD per pass",
+                    os.path.join(workdir, "heldout_pgd.png"))
   return records
 
 

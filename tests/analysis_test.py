@@ -22,6 +22,7 @@ def _setup():
   return x, y, logits_fn
 
 
+@pytest.mark.slow  # ~8 s; CI's slow line
 def test_logit_scan_shape_and_clean_logits_at_zero():
   x, y, logits_fn = _setup()
   d = analysis.sign_gradient(losses.make_loss_fn(logits_fn), x, y)

@@ -15,6 +15,7 @@ from experiments.benchmarks import training
 from jaxadv import models
 
 
+@pytest.mark.slow  # ~10 s of compiles; CI's slow line
 def test_conv_benchmark_times_every_setting():
   res = conv.measure("fast_at_mnist", "im2col_grad",
                                attack_batch=4, train_batch=4, steps=1,

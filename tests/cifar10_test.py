@@ -528,6 +528,10 @@ def test_robust_cifar10_quick_pipeline(tmp_path):
   with open(os.path.join(workdir, "results.md")) as f:
     md = f.read()
   assert "AA-style ensemble" in md and "free_best: free_m" in md
+  # The held-out curve against catastrophic overfitting, per method.
+  assert "Held-out PGD accuracy after each pass" in md
+  assert "- pgd: " in md
+  assert os.path.getsize(os.path.join(workdir, "heldout_pgd.png")) > 0
 
 
 def test_gpu_smoke_config_and_script():

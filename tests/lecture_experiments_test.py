@@ -71,6 +71,7 @@ def test_ensemble_transfer_tiny(tmp_path):
   assert _png(workdir, "ensemble_transfer.png")
 
 
+@pytest.mark.slow  # ~8 s; CI's slow line
 def test_linearity_tiny(tmp_path):
   config = linearity_config.get_config("tiny")
   workdir = str(tmp_path)

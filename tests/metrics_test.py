@@ -187,6 +187,7 @@ def _steps_on_disk(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(workdir) if d.isdigit())
 
 
+@pytest.mark.slow  # SIGKILL subprocesses, ~9 s; CI's slow line
 def test_sigkilled_run_keeps_its_whole_history(tmp_path, mnist):
   x, y = mnist
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

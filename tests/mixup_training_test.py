@@ -99,6 +99,7 @@ def test_iat_step_matches_its_definition(jit):
                                        state.params, g), atol=1e-5)
 
 
+@pytest.mark.slow  # ~10 s; CI's slow line
 def test_iat_adv_ratio_zero_ignores_the_attack():
   """adv_ratio 0 leaves only the clean mixup loss: eps has no effect."""
   batch, key = _batch(4), jax.random.key(1)

@@ -68,6 +68,7 @@ def single_run(tmp_path_factory):
   return out, _single(out)
 
 
+@pytest.mark.slow  # 4-device runs: ~20 s with the fixture; CI's slow line
 def test_one_vs_four_devices_training(single_run):
   _, report = single_run
   assert report["devices"] == 4
@@ -78,6 +79,7 @@ def test_one_vs_four_devices_training(single_run):
   assert "`batch_size` (66)" in report["bad_batch_error"]
 
 
+@pytest.mark.slow  # shares the 4-device fixture; CI's slow line
 def test_one_vs_four_devices_robust_accuracy_and_mixup_inference(single_run):
   _, report = single_run
   robust = report["robust"]

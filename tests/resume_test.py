@@ -111,7 +111,9 @@ def uninterrupted(mnist):
 
 
 @pytest.mark.parametrize("methods", [
-    ("natural",), pytest.param(("natural", "free"), marks=pytest.mark.slow)],
+    # Both SIGKILL subprocess runs are slow (~10 s and more); CI's slow line.
+    pytest.param(("natural",), marks=pytest.mark.slow),
+    pytest.param(("natural", "free"), marks=pytest.mark.slow)],
                          ids=["natural", "natural_and_free_at"])
 def test_sigkilled_runs_resume_bit_identical(tmp_path, mnist, uninterrupted,
                                              methods):
