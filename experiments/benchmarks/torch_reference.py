@@ -10,9 +10,9 @@ torch comes from the optional `bench` extra; jaxadv never imports it.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from experiments.benchmarks import timing
 
 
 def preact_resnet18(num_classes: int = 10):
@@ -88,13 +88,8 @@ def natural_step_seconds(x: np.ndarray, y: np.ndarray, *, warmup: int,
     opt.step()
     return float(loss)
 
-  for _ in range(warmup):
-    step()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
+  times = timing.interleaved_times({"step": step}, repeats, warmup=warmup,
+                                   rewarm=0)["step"]
   return {"call_s": float(np.median(times)), "round_s": times,
           "threads": torch.get_num_threads(), "torch": torch.__version__,
           "batch_size": int(len(x))}
