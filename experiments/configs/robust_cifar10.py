@@ -9,11 +9,8 @@ BatchNorm updated by every attack forward as PyTorch's `model.train()`;
 a small BatchNorm CNN: widths (16, 32, 64, 128), one 3x3 conv per stage
 (strides 1, 2, 2, 2), global average pool, dense; 98,970 parameters,
 8.0 MFLOPs (4.0M multiply-adds) per 32x32 image forward
-(`jaxadv.models.cifar_compact.compact_cnn_cost`). Measured on the 2 shared
-CPU cores (XLA:CPU kernels, load ~3): a natural step at batch 128 takes
-~0.10 s (~1,300 images/s); PGD input gradients run at ~1,300 images/s
-unrolled, ~750 rolled. (16, 32, 64) costs the same time (the 32x32 stage
-dominates), (32, 64, 128) 3x more.
+(`jaxadv.models.cifar_compact.compact_cnn_cost`); docs/cifar10.md says
+why this size and what it costs.
 
 Data: `cifar10_jpeg`, the JPEG q75 re-encoding of CIFAR-10 in
 ../shared/data (not bit-identical to CIFAR-10; results carry its name).
