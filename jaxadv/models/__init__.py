@@ -9,6 +9,11 @@ from jaxadv.models import layers
 from jaxadv.models import normalize
 from jaxadv.models import xla_cpu
 from jaxadv.models.cifar_compact import CompactCNN
+from jaxadv.models.dm_wide_resnet import DMWideResNet
+from jaxadv.models.dm_wide_resnet import DMWideResNet16_2
+from jaxadv.models.dm_wide_resnet import DMWideResNet28_10
+from jaxadv.models.dm_wide_resnet import DMWideResNet70_16
+from jaxadv.models.dm_wide_resnet import DMWideResNetBlock
 from jaxadv.models.layers import Conv
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.linear import sklearn_variables

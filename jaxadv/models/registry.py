@@ -23,6 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxadv.models.cifar_compact import CompactCNN
+from jaxadv.models.dm_wide_resnet import DMWideResNet16_2
+from jaxadv.models.dm_wide_resnet import DMWideResNet28_10
+from jaxadv.models.dm_wide_resnet import DMWideResNet70_16
 from jaxadv.models.linear import LinearSoftmax
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
@@ -45,6 +48,9 @@ ModelConstructor = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelConstructor] = {
     "compact_cnn": CompactCNN,
+    "dm_wide_resnet16_2": DMWideResNet16_2,
+    "dm_wide_resnet28_10": DMWideResNet28_10,
+    "dm_wide_resnet70_16": DMWideResNet70_16,
     "fast_at_mnist": FastATMNIST,
     "linear_softmax": LinearSoftmax,
     "madry_cnn": MadryCNN,
@@ -74,8 +80,11 @@ def get_model(name: str, *, kernels: str = "lax", **kwargs: Any) -> nn.Module:
   (`LinearSoftmax`, logistic regression), `"madry_cnn"`
   (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"wide_resnet28_10"`,
   `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants),
-  `"mlp"` (`MLP`) and `"vat_mlp"` (784-1200-1200-10 with BatchNorm, the
-  MNIST network of virtual adversarial training).
+  `"dm_wide_resnet28_10"`, `"dm_wide_resnet70_16"` and `"dm_wide_resnet16_2"`
+  (`DMWideResNet` variants: Swish, in-model normalisation, the RobustBench
+  layout of Gowal et al. 2020 / Rebuffi et al. 2021), `"mlp"` (`MLP`) and
+  `"vat_mlp"` (784-1200-1200-10 with BatchNorm, the MNIST network of virtual
+  adversarial training).
 
   This is the one place where a model's convolution kernels are chosen.
 

@@ -12,7 +12,11 @@ frameworks:
   dropped);
 * the first linear layer after a flatten: PyTorch flattens NCHW feature maps
   in (C, H, W) order and Flax NHWC ones in (H, W, C) order, so that weight's
-  input rows are permuted.
+  input rows are permuted;
+* buffers that hold a constant of the Flax model rather than a variable
+  (`TorchLayout.constants`, e.g. DMWideResNet's normalisation `mean` /
+  `std`) are not converted: they may be absent, and where present must equal
+  the model's attribute.
 
 PyTorch key names follow the reference implementations of each architecture
 (listed in `TORCH_LAYOUTS`), and also the Flax names with "/" written as "."
@@ -39,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxadv.models import registry
+from jaxadv.models.dm_wide_resnet import DMWideResNet
 from jaxadv.models.mnist import FastATMNIST
 from jaxadv.models.mnist import MadryCNN
 from jaxadv.models.resnet import PreActResNet18
@@ -61,12 +66,19 @@ class TorchLayout:
     flatten: (dense layer, conv layer before the flatten), or None when the
       model pools globally before its first linear layer.
     input_shape: the default [1, H, W, C] used to build the Flax shapes.
+    constants: (reference key, model attribute) pairs for buffers that are
+      constants of the Flax model, not variables (e.g. the `mean` / `std`
+      of in-model normalisation). Such a key may be missing; when present,
+      its values (any shape, e.g. [1, C, 1, 1] or [C, 1, 1]) must equal the
+      attribute's, or loading fails and names the values to build the model
+      with.
   """
   reference: str
   renames: tuple[tuple[str, str], ...] = ()
   ignored: tuple[str, ...] = ()
   flatten: Optional[tuple[str, str]] = None
   input_shape: tuple[int, int, int, int] = (1, 32, 32, 3)
+  constants: tuple[tuple[str, str], ...] = ()
 
 
 TORCH_LAYOUTS: dict[type, TorchLayout] = {
@@ -91,6 +103,12 @@ TORCH_LAYOUTS: dict[type, TorchLayout] = {
         renames=((r"^block(\d+)\.layer\.(\d+)\.", r"block\1_\2."),
                  (r"\.convShortcut\.", ".shortcut."), (r"^bn1\.", "bn.")),
         ignored=(r"^sub_block1\.",)),
+    DMWideResNet: TorchLayout(
+        reference="dm_wide_resnet.py of RobustBench / deepmind-research "
+        "(init_conv, layer.I.block.J.{batchnorm_0,conv_0,batchnorm_1,conv_1,"
+        "shortcut}, batchnorm, logits; optional mean/std buffers)",
+        renames=((r"^layer\.(\d+)\.block\.(\d+)\.", r"layer_\1_block_\2."),),
+        constants=(("mean", "mean"), ("std", "std"))),
 }
 
 
@@ -102,6 +120,33 @@ def _layout(model: nn.Module) -> TorchLayout:
       f"`model` must be one of jaxadv's architectures "
       f"({', '.join(c.__name__ for c in TORCH_LAYOUTS)}) or a registered "
       f"name; got {type(model).__name__}.")
+
+
+def _check_constants(found: Mapping[str, tuple[str, np.ndarray]],
+                     layout: TorchLayout, model: nn.Module) -> None:
+  """Raises if a constant buffer of `source` differs from the model's."""
+  wrong = []
+  for name, attr in layout.constants:
+    if name not in found:
+      continue
+    key, value = found[name]
+    got = np.asarray(value, np.float64).ravel()
+    want = np.asarray(getattr(model, attr), np.float64).ravel()
+    if want.size == 1:
+      want = np.broadcast_to(want, got.shape)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6,
+                                                  atol=1e-6):
+      values = tuple(round(float(v), 7) for v in got)
+      wrong.append(f"key {key!r} holds {values} but the model has "
+                   f"{attr}={tuple(float(v) for v in want)}")
+  if wrong:
+    fix = ", ".join(
+        f"{attr}={tuple(round(float(v), 7) for v in np.ravel(found[n][1]))}"
+        for n, attr in layout.constants if n in found)
+    raise ValueError(
+        f"`source` does not match {type(model).__name__}: "
+        f"{'; '.join(wrong)}. These are constants of the Flax model, not "
+        f"variables: build it with {fix} (e.g. get_model(name, {fix})).")
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -179,8 +224,9 @@ def load_torch_state_dict(source: StateDictSource,
       training checkpoint `{"state_dict": ...}` (or "model_state_dict",
       "model") is unwrapped.
     model: a jaxadv architecture (`FastATMNIST`, `MadryCNN`,
-      `PreActResNet18`, `WideResNet` and its variants) or its registered
-      name (`"fast_at_mnist"`, `"wide_resnet34_10"`, ...).
+      `PreActResNet18`, `WideResNet`, `DMWideResNet` and their variants) or
+      its registered name (`"fast_at_mnist"`, `"wide_resnet34_10"`,
+      `"dm_wide_resnet70_16"`, ...).
     input_shape: [1, H, W, C] the PyTorch model was trained on; default
       MNIST (1, 28, 28, 1) for the MNIST networks, CIFAR (1, 32, 32, 3)
       otherwise. Only the MNIST networks' first linear layer depends on H, W.
@@ -191,12 +237,16 @@ def load_torch_state_dict(source: StateDictSource,
   Returns:
     The Flax variables `{"params": ...}` (plus `{"batch_stats": ...}` for
     BatchNorm models), float32, for `model.apply(variables, x, train=False)`
-    on NHWC inputs in [0, 1]. Inputs are not normalised: a PyTorch model
-    trained on normalised inputs needs the same normalisation in front.
+    on NHWC inputs in [0, 1]. Only `DMWideResNet` normalises its inputs
+    itself (with the model's `mean` / `std` attributes); for the others, a
+    PyTorch model trained on normalised inputs needs the same normalisation
+    in front.
 
   Raises:
-    ValueError: missing keys, unexpected keys (with `strict`), or a weight
-      whose shape does not fit; the message names the key(s).
+    ValueError: missing keys, unexpected keys (with `strict`), a weight
+      whose shape does not fit, or a constant buffer (DMWideResNet's `mean`
+      / `std`) that differs from the model's attribute; the message names
+      the key(s).
     TypeError: `model` is not a jaxadv architecture, or `source` is neither
       a path nor a mapping.
     ImportError: `source` is a path and PyTorch is not installed.
@@ -216,9 +266,14 @@ def load_torch_state_dict(source: StateDictSource,
 
   state = _read(source)
   renamed: dict[str, tuple[str, np.ndarray]] = {}  # name -> (orig key, value)
+  constants: dict[str, tuple[str, np.ndarray]] = {}
+  constant_names = {name for name, _ in layout.constants}
   unexpected = []
   for key, value in state.items():
     name = key[len("module."):] if key.startswith("module.") else key
+    if name in constant_names:
+      constants[name] = (key, value)
+      continue
     if name.endswith("num_batches_tracked") or any(
         re.search(p, name) for p in layout.ignored):
       continue
@@ -241,6 +296,7 @@ def load_torch_state_dict(source: StateDictSource,
         f"`source` does not match {type(model).__name__}: "
         f"{'; '.join(parts)}. Expected the key names of {layout.reference}."
         f"{' Pass strict=False to ignore unexpected keys.' if not missing else ''}")
+  _check_constants(constants, layout, model)
 
   flatten_channels = {}
   if layout.flatten is not None:
