@@ -122,7 +122,8 @@ def _evaluate_method(name: str, model, variables, x, y, key,
   t0 = time.perf_counter()
   checks = evaluation.sanity_checks(
       model.apply, variables, x, y, jax.random.fold_in(key, 5), res, eps=eps,
-      pgd_steps=pc.steps, pgd_step_size=step, subset=sc.subset,
+      pgd_steps=pc.steps, pgd_step_size=step, pgd_restarts=pc.restarts,
+      subset=sc.subset,
       batch_size=config.batch_size, large_eps=sc.large_eps,
       large_eps_max_acc=sc.large_eps_max_acc, ensemble=ens,
       square_queries=sc.square_queries,

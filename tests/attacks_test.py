@@ -1,5 +1,7 @@
 """Unit tests of the gradient attacks on tiny models and random tensors."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -256,6 +258,46 @@ def test_registry_has_one_signature(name):
   assert np.all(_norms(x_adv - x, "linf") <= 0.1 + TOL)
   with pytest.raises(ValueError, match="name"):
     attacks.get_attack("cw_l2")
+
+
+@pytest.mark.parametrize("name", ["fgsm", "fgm", "fgsm_rs", "bim", "pgd",
+                                  "apgd", "eot_pgd", "apgd_logits", "fab",
+                                  "square"])
+def test_every_attack_takes_fn_x_y_key_then_keywords(name):
+  """The uniform API: `partial(attack, **budget)(fn, x, y, key)`."""
+  shape = (4, 6, 6, 1)
+  x, y = _inputs(shape)
+  logits_fn = _mlp(shape)
+  loss_fn = losses.make_loss_fn(logits_fn)
+  fn = {"eot_pgd": lambda v, t, k: loss_fn(v, t), "apgd_logits": logits_fn,
+        "fab": logits_fn, "square": logits_fn}.get(name, loss_fn)
+  budget = {"apgd": dict(steps=3), "apgd_logits": dict(steps=3),
+            "fab": dict(steps=3), "square": dict(queries=5),
+            "bim": dict(steps=3), "pgd": dict(steps=3),
+            "eot_pgd": dict(steps=3)}.get(name, {})
+  attack = functools.partial(getattr(attacks, name), eps=0.1, **budget)
+  x_adv = attack(fn, x, y, jax.random.key(0))
+  assert x_adv.shape == x.shape
+  assert np.all(_norms(x_adv - x, "linf") <= 0.1 + TOL)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_default_step_sizes(norm):
+  shape = (4, 6, 6, 1)
+  x, y = _inputs(shape)
+  loss_fn = losses.make_loss_fn(_mlp(shape))
+  key = jax.random.key(0)
+  kw = dict(eps=0.2, steps=4, norm=norm)
+  np.testing.assert_array_equal(
+      attacks.pgd(loss_fn, x, y, key, **kw),
+      attacks.pgd(loss_fn, x, y, key, step_size=2.5 * 0.2 / 4, **kw))
+  np.testing.assert_array_equal(
+      attacks.bim(loss_fn, x, y, **kw),
+      attacks.bim(loss_fn, x, y, step_size=0.2 / 4, **kw))
+  np.testing.assert_array_equal(
+      attacks.fgsm_rs(loss_fn, x, y, key, eps=0.2, norm=norm),
+      attacks.fgsm_rs(loss_fn, x, y, key, eps=0.2, step_size=1.25 * 0.2,
+                      norm=norm))
 
 
 def test_cw_margin():

@@ -81,6 +81,21 @@ def test_unconverged_attack_warns_more_iterations_lower_accuracy(mnist_mlp):
   assert "more steps or restarts still lower accuracy" in str(check)
 
 
+def test_more_iterations_starts_from_the_reported_attack(mnist_mlp):
+  """With restarts reported, check 6 compares against PGD-K x restarts."""
+  apply, variables, x, y = mnist_mlp
+  (check,) = evaluation.sanity_checks(
+      apply, variables, x[:100], y[:100], jax.random.key(3), {},
+      **dict(KW, pgd_restarts=3, more_restarts=2,
+             checks=("more_iterations",)))
+  assert f"PGD-{KW['pgd_steps']}x3 (reported)" in check.detail
+  assert f"PGD-{2 * KW['pgd_steps']}x3" in check.detail
+  assert f"PGD-{KW['pgd_steps']}x5" in check.detail
+  base, _, more = (float(v.split(": ")[1].split()[0].rstrip(","))
+                   for v in check.detail.split(", ")[:3])
+  assert more <= base  # further restarts only remove survivors
+
+
 def test_square_check_reads_an_ensemble_result(mnist_mlp):
   apply, variables, x, y = mnist_mlp
   ensemble = {"clean_acc": 0.9, "per_attack": {"apgd-ce": 0.5,

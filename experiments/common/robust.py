@@ -208,7 +208,7 @@ def evaluate_method(config: ml_collections.ConfigDict, model, variables,
   checks = evaluation.sanity_checks(
       model.apply, variables, xs, ys, jax.random.fold_in(key, 2000), res,
       eps=config.eps, pgd_steps=ec.pgd_steps, pgd_step_size=ec.pgd_step_size,
-      subset=ec.sanity_subset, batch_size=ec.batch_size, unroll=ec.unroll,
+      pgd_restarts=ec.pgd_restarts, subset=ec.sanity_subset, batch_size=ec.batch_size, unroll=ec.unroll,
       ensemble=(ensemble if ensemble is not None and
                 n_aa == min(ec.sanity_subset, n_pgd) else None))
   if n_pgd < len(x):

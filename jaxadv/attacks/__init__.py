@@ -4,6 +4,10 @@
 The pieces they are built from are public: `jaxadv.attacks.core` (argument
 checks, the input gradient, one projected step, restarts),
 `jaxadv.projections` (balls and the box) and `jaxadv.loops` (the step loop).
+
+Every attack is called `attack(loss_fn or logits_fn, x, y, key, *, eps,
+...)`; `functools.partial(attacks.pgd, eps=8 / 255, steps=10)` is an attack
+object with a fixed budget.
 """
 
 from jaxadv.attacks import core

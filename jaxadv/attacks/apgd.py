@@ -74,30 +74,57 @@ def _schedule(steps: int) -> tuple[np.ndarray, np.ndarray]:
   return is_ckpt, period
 
 
-def _value_and_grad(value_fn: _ValueFn, x, y, delta, sign: float):
-  """(objective [B] to maximise, fooled [B], its input gradient) at x+delta."""
+# Key of the EOT draws, folded into the attack's key (the random starts use
+# the key itself, so a deterministic model's results do not change).
+_EOT_STREAM = 0x7EEDF00D
 
-  def total(d):
-    loss, fooled = value_fn(x + d, y)
+
+def _value_and_grad(value_fn: _ValueFn, x, y, delta, sign: float,
+                    key: Optional[jax.Array] = None,
+                    eot_samples: Optional[int] = None):
+  """(objective [B] to maximise, fooled [B], its input gradient) at x+delta.
+
+  With `eot_samples`, `value_fn(x, y, key)` is randomized: objective and
+  gradient are means over `eot_samples` draws (vmapped) split from `key`, and
+  an example counts as fooled when most draws misclassify it.
+  """
+  if eot_samples is None:
+    def total(d):
+      loss, fooled = value_fn(x + d, y)
+      return sign * jnp.sum(loss), (sign * loss, fooled)
+
+    g, (obj, fooled) = jax.grad(total, has_aux=True)(delta)
+    return obj, fooled, g
+
+  def total_k(d, k):
+    loss, fooled = value_fn(x + d, y, k)
     return sign * jnp.sum(loss), (sign * loss, fooled)
 
-  g, (obj, fooled) = jax.grad(total, has_aux=True)(delta)
-  return obj, fooled, g
+  keys = jax.random.split(key, eot_samples)
+  g, (obj, fooled) = jax.vmap(jax.grad(total_k, has_aux=True),
+                              in_axes=(None, 0))(delta, keys)
+  return (jnp.mean(obj, axis=0), jnp.mean(fooled, axis=0) > 0.5,
+          jnp.mean(g, axis=0))
 
 
 def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
               targeted: bool, rho: float, momentum: float,
-              unroll: Optional[bool]):
+              unroll: Optional[bool], eot_samples: Optional[int] = None):
   """One APGD run; returns (delta, objective, fooled) per example.
 
   `delta` is the last fooling iterate where one was found, else the
   highest-objective point (the objective is the loss, negated if targeted).
+  With `eot_samples`, evaluation t (0 = the start) draws from
+  `fold_in(fold_in(key, _EOT_STREAM), t)`.
   """
   sign = -1.0 if targeted else 1.0
   b = x.shape[0]
   ex = lambda v: projections.per_example(v, x.ndim)
+  eot_key = jax.random.fold_in(key, _EOT_STREAM)
+  vg = lambda d, t: _value_and_grad(
+      value_fn, x, y, d, sign, jax.random.fold_in(eot_key, t), eot_samples)
   delta0 = core.start(key, x, eps, norm, True)
-  obj0, fooled0, g0 = _value_and_grad(value_fn, x, y, delta0, sign)
+  obj0, fooled0, g0 = vg(delta0, 0)
   step0 = jnp.broadcast_to(2.0 * jnp.asarray(eps, x.dtype), (b,))
   is_ckpt, period = (jnp.asarray(a) for a in _schedule(steps))
   init = dict(delta=delta0, prev=delta0, grad=g0, obj=obj0, step_size=step0,
@@ -111,7 +138,7 @@ def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
                        step_size=s["step_size"], norm=norm)
     d = s["delta"] + a * (z - s["delta"]) + (1 - a) * (s["delta"] - s["prev"])
     d = projections.clip_box(x, projections.project(d, eps, norm))
-    obj, fooled, g = _value_and_grad(value_fn, x, y, d, sign)
+    obj, fooled, g = vg(d, i + 1)
     improved = obj > s["best_obj"]
     best = jnp.where(ex(improved), d, s["best"])
     best_grad = jnp.where(ex(improved), g, s["best_grad"])
@@ -138,15 +165,19 @@ def _apgd_run(value_fn: _ValueFn, x, y, key, *, eps, steps: int, norm: str,
 
 
 def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
-          targeted, rho, momentum, unroll) -> jax.Array:
+          targeted, rho, momentum, unroll,
+          eot_samples: Optional[int] = None) -> jax.Array:
   """APGD with restarts: per example, a fooling run wins, else the best loss."""
   if not 0.0 < rho <= 1.0:
     raise ValueError(f"`rho` must lie in (0, 1]; got {rho}.")
   if not 0.0 <= momentum <= 1.0:
     raise ValueError(f"`momentum` must lie in [0, 1]; got {momentum}.")
+  if eot_samples is not None:
+    validation.check_count(eot_samples, "eot_samples", 1)
   run = lambda k: _apgd_run(value_fn, x, y, k, eps=eps, steps=steps,
                             norm=norm, targeted=targeted, rho=rho,
-                            momentum=momentum, unroll=unroll)
+                            momentum=momentum, unroll=unroll,
+                            eot_samples=eot_samples)
   def better(new, best):  # a fooling run wins, else the higher objective
     (_, o1, f1), (_, o0, f0) = new, best
     return (f1 & ~f0) | ((f1 == f0) & (o1 > o0))
@@ -158,6 +189,7 @@ def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
 def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
          eps, steps: int, norm: str = "linf", restarts: int = 1,
          targeted: bool = False, rho: float = 0.75, momentum: float = 0.75,
+         eot_samples: Optional[int] = None,
          unroll: Optional[bool] = None) -> jax.Array:
   """Auto-PGD on a per-example loss (Croce & Hein, ICML 2020).
 
@@ -168,7 +200,8 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   Args:
     loss_fn: `(x [B, ...], y [B]) -> [B]` per-example loss (e.g.
       `jaxadv.losses.make_loss_fn(logits_fn, "ce")` for APGD-CE or "dlr"
-      for APGD-DLR).
+      for APGD-DLR); with `eot_samples`, `(x, y, key) -> [B]` of a
+      randomized model.
     x: float32 [B, ...] clean inputs, pixels in [0, 1].
     y: int [B] labels, or target labels when `targeted`.
     key: PRNG key (restart r starts uniformly in the ball from
@@ -180,6 +213,10 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     targeted: minimise the loss of the target `y` instead.
     rho: condition-1 threshold on the fraction of loss-raising steps.
     momentum: the paper's alpha (0.75).
+    eot_samples: None for a deterministic `loss_fn`; else the static number
+      of draws of a randomized `loss_fn(x, y, key)` whose losses and
+      gradients are averaged at every iterate (Expectation over
+      Transformation; 20 in AutoAttack's "rand" version).
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
 
@@ -190,19 +227,20 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   Raises:
     ValueError, TypeError: bad shapes, dtypes, pixel range, labels, negative
       eps/steps, restarts < 1, unknown norm, rho outside (0, 1] or momentum
-      outside [0, 1].
+      outside [0, 1], or eot_samples < 1.
   """
   core.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
-  value_fn = lambda v, t: (loss_fn(v, t), jnp.zeros(v.shape[0], bool))
+  value_fn = lambda v, t, *k: (loss_fn(v, t, *k), jnp.zeros(v.shape[0], bool))
   return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
                restarts=restarts, targeted=targeted, rho=rho,
-               momentum=momentum, unroll=unroll)
+               momentum=momentum, unroll=unroll, eot_samples=eot_samples)
 
 
 def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
                 key: jax.Array, *, eps, steps: int, loss: str = "ce",
                 target: Optional[jax.Array] = None, norm: str = "linf",
                 restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
+                eot_samples: Optional[int] = None,
                 unroll: Optional[bool] = None) -> jax.Array:
   """APGD-CE / APGD-DLR / APGD-T on a model, as in AutoAttack.
 
@@ -211,10 +249,12 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
   there was one (any restart), else its highest-loss point.
 
   Args:
-    logits_fn: `x [B, ...] -> logits [B, C]`.
+    logits_fn: `x [B, ...] -> logits [B, C]`; with `eot_samples`,
+      `(x, key) -> logits` of a randomized model (log-probabilities serve
+      for a defence that outputs probabilities).
     x: float32 [B, ...] clean inputs in [0, 1].
     y: int [B] true labels.
-    key: PRNG key (random starts).
+    key: PRNG key (random starts and, with `eot_samples`, the draws).
     eps: scalar or [B], pixel units; may be traced.
     steps: static iterations (100 in AutoAttack).
     loss: "ce" (APGD-CE), "dlr" (APGD-DLR), "cw", or "dlr_targeted"
@@ -224,6 +264,8 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
     restarts: static number of runs (>= 1).
     rho: as `apgd`.
     momentum: as `apgd`.
+    eot_samples: as `apgd`; an iterate counts as misclassified when most
+      of its draws misclassify it.
     unroll: as `apgd`.
 
   Returns:
@@ -242,8 +284,8 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
   if target is not None:
     validation.check_labels(target, x.shape[0], "target")
 
-  def value_fn(v, labels):
-    logits = logits_fn(v)
+  def value_fn(v, labels, *k):
+    logits = logits_fn(v, *k)
     if loss == "dlr_targeted":
       value = losses.dlr_targeted(logits, labels, target)
     else:
@@ -252,4 +294,4 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
 
   return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
                restarts=restarts, targeted=False, rho=rho, momentum=momentum,
-               unroll=unroll)
+               unroll=unroll, eot_samples=eot_samples)

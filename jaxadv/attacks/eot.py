@@ -37,7 +37,7 @@ def _expected_loss_grad(loss_fn: KeyedLossFn, x, y, delta, key, eot_samples,
 
 
 def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
-            *, eps, step_size, steps: int, eot_samples: int = 1,
+            *, eps, step_size=None, steps: int, eot_samples: int = 1,
             norm: str = "linf", random_start: bool = True,
             targeted: bool = False, unroll: Optional[bool] = None) -> jax.Array:
   """PGD whose every step averages gradients over the defence's randomness.
@@ -54,7 +54,8 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
     y: int [B] labels, or target labels when `targeted`.
     key: PRNG key (random start and every step's draws).
     eps: scalar or [B] budget, pixel units; may be traced.
-    step_size: scalar or [B] step, pixel units; may be traced.
+    step_size: scalar or [B] step, pixel units; may be traced. None:
+      `2.5 * eps / steps`, as `jaxadv.attacks.pgd`.
     steps: static number of steps (>= 0).
     eot_samples: static number of randomness draws averaged per step (>= 1).
     norm: "linf" or "l2".
@@ -72,6 +73,8 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
   """
   core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
   validation.check_count(eot_samples, "eot_samples", 1)
+  if step_size is None:
+    step_size = 2.5 * jnp.asarray(eps) / max(steps, 1)
   delta = core.start(jax.random.fold_in(key, 0), x, eps, norm,
                         random_start)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -10,8 +12,9 @@ from jaxadv import projections
 from jaxadv.types import LossFn
 
 
-def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
-        norm: str = "linf", targeted: bool = False) -> jax.Array:
+def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array,
+        key: Optional[jax.Array] = None, *, eps, norm: str = "linf",
+        targeted: bool = False) -> jax.Array:
   """Fast gradient method: one step of size `eps` in the `norm` direction.
 
   `norm="linf"` is FGSM (Goodfellow, Shlens & Szegedy, 2015):
@@ -23,6 +26,8 @@ def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
       `jaxadv.losses.make_loss_fn`).
     x: float32 [B, ...] clean inputs, pixels in [0, 1].
     y: int [B] true labels (untargeted) or target labels (targeted).
+    key: unused (deterministic); accepted so that every attack is called
+      `(loss_fn, x, y, key, *, eps, ...)`.
     eps: scalar or [B] budget in pixel units (may be traced).
     norm: "linf" or "l2".
     targeted: move toward `y` instead of away from it.
@@ -34,13 +39,15 @@ def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
   Raises:
     ValueError, TypeError: bad `x`, `y`, `eps` or `norm` (see `jaxadv.validation`).
   """
+  del key
   core.validate(x, y, eps=eps, norm=norm)
   delta = core.step(loss_fn, x, y, jnp.zeros_like(x), eps=eps,
                        step_size=eps, norm=norm, targeted=targeted)
   return x + delta
 
 
-def fgsm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
+def fgsm(loss_fn: LossFn, x: jax.Array, y: jax.Array,
+         key: Optional[jax.Array] = None, *, eps,
          targeted: bool = False) -> jax.Array:
   """FGSM (Goodfellow et al., 2015): `clip(x + eps * sign(grad_x L), 0, 1)`.
 
@@ -48,6 +55,7 @@ def fgsm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
     loss_fn: `(x, y) -> [B]` per-example loss.
     x: float32 [B, ...] in [0, 1].
     y: int [B] labels (targets when `targeted`).
+    key: unused (deterministic), as in `fgm`.
     eps: scalar or [B], pixel units.
     targeted: descend the loss of the target instead.
 
@@ -57,7 +65,7 @@ def fgsm(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps,
   Raises:
     ValueError, TypeError: bad inputs.
   """
-  return fgm(loss_fn, x, y, eps=eps, norm="linf", targeted=targeted)
+  return fgm(loss_fn, x, y, key, eps=eps, norm="linf", targeted=targeted)
 
 
 def fgsm_rs(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,

@@ -26,7 +26,8 @@ def _pgd_run(loss_fn, x, y, key, *, eps, step_size, steps, norm, random_start,
 
 
 def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
-        eps, step_size, steps: int, norm: str = "linf", restarts: int = 1,
+        eps, step_size=None, steps: int, norm: str = "linf",
+        restarts: int = 1,
         random_start: bool = True, targeted: bool = False,
         unroll: Optional[bool] = None) -> jax.Array:
   """Projected gradient descent (Madry, Makelov, Schmidt, Tsipras & Vladu, 2018).
@@ -45,7 +46,9 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     key: PRNG key (random starts; restart r uses `fold_in(key, r)`).
     eps: scalar or [B] budget, pixel units (8/255 on CIFAR, 0.3 on MNIST).
       May be a traced value: sweeping it does not recompile.
-    step_size: scalar or [B], pixel units; may be traced.
+    step_size: scalar or [B], pixel units; may be traced. None: the rule
+      of Madry et al., `2.5 * eps / steps` (for either norm, eps and step
+      being in that norm's units).
     steps: static number of steps (>= 0).
     norm: "linf" or "l2".
     restarts: static number of random restarts (>= 1).
@@ -64,6 +67,8 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   """
   core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
                    restarts=restarts)
+  if step_size is None:
+    step_size = 2.5 * jnp.asarray(eps) / max(steps, 1)
   run = lambda k: _pgd_run(loss_fn, x, y, k, eps=eps, step_size=step_size,
                            steps=steps, norm=norm, random_start=random_start,
                            targeted=targeted, unroll=unroll)
@@ -73,22 +78,9 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   best_delta, _ = core.best_of_restarts(run, key, restarts, better)
   return x + best_delta
 
-  def restart(r, carry):
-    best_delta, best_loss = carry
-    delta, loss = run(jax.random.fold_in(key, r))
-    better = loss < best_loss if targeted else loss > best_loss
-    mask = better.reshape((-1,) + (1,) * (x.ndim - 1))
-    return (jnp.where(mask, delta, best_delta),
-            jnp.where(better, loss, best_loss))
 
-  # Restarts are always rolled: unrolling steps x restarts would blow up
-  # compile time, and the inner step loop carries the per-backend choice.
-  best_delta, _ = jax.lax.fori_loop(1, restarts, restart,
-                                    (best_delta, best_loss))
-  return x + best_delta
-
-
-def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
+def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array,
+        key: Optional[jax.Array] = None, *, eps, step_size=None,
         steps: int, norm: str = "linf", targeted: bool = False,
         unroll: Optional[bool] = None) -> jax.Array:
   """Basic iterative method / I-FGSM (Kurakin, Goodfellow & Bengio, 2017).
@@ -100,8 +92,11 @@ def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
     loss_fn: `(x, y) -> [B]` per-example loss.
     x: float32 [B, ...] in [0, 1].
     y: int [B] labels (targets when `targeted`).
+    key: unused (BIM is deterministic); accepted so that every attack is
+      called `(loss_fn, x, y, key, *, eps, ...)`.
     eps: scalar or [B] budget, pixel units (may be traced).
-    step_size: scalar or [B] step, pixel units (may be traced).
+    step_size: scalar or [B] step, pixel units (may be traced); None:
+      `eps / steps`, so the steps together can just reach the boundary.
     steps: static step count.
     norm: "linf" or "l2".
     targeted: descend the target's loss.
@@ -114,6 +109,10 @@ def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array, *, eps, step_size,
   Raises:
     ValueError, TypeError: bad inputs.
   """
+  del key
+  if step_size is None:
+    core.validate(x, y, eps=eps, steps=steps, norm=norm)
+    step_size = jnp.asarray(eps) / max(steps, 1)
   return pgd(loss_fn, x, y, jax.random.key(0), eps=eps, step_size=step_size,
              steps=steps, norm=norm, restarts=1, random_start=False,
              targeted=targeted, unroll=unroll)

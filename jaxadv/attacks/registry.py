@@ -1,14 +1,17 @@
 """Every gradient attack under one name and one signature.
 
-`ATTACKS[name](loss_fn, x, y, key, **kwargs) -> x_adv` for each name; the
-attacks that draw no randomness (FGSM, FGM, BIM) ignore `key`. `kwargs` are
-the attack's own keyword arguments (`eps`, `step_size`, `steps`, ...).
+`ATTACKS[name](loss_fn, x, y, key, **kwargs) -> x_adv` for each name: the
+attacks' own signature, since every attack takes `(loss_fn or logits_fn, x,
+y, key, *, eps, ...)`; those that draw no randomness (FGSM, FGM, BIM) ignore
+`key`. `kwargs` are the attack's keyword arguments (`eps`, `step_size`,
+`steps`, ...). An "attack object" is a `functools.partial` of one:
+`attack = functools.partial(attacks.pgd, eps=8 / 255, steps=10)`, then
+`attack(loss_fn, x, y, key)`.
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 
@@ -18,27 +21,16 @@ from jaxadv.attacks.fgsm import fgsm
 from jaxadv.attacks.fgsm import fgsm_rs
 from jaxadv.attacks.pgd import bim
 from jaxadv.attacks.pgd import pgd
-from jaxadv.types import LossFn
 
 Attack = Callable[..., jax.Array]
 """`(loss_fn, x [B, ...], y [B], key, **kwargs) -> x_adv [B, ...]`."""
 
 
-def _keyless(fn: Callable[..., jax.Array]) -> Attack:
-  """`fn(loss_fn, x, y, **kw)` as `attack(loss_fn, x, y, key, **kw)`."""
-  @functools.wraps(fn)
-  def attack(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array,
-             **kwargs: Any) -> jax.Array:
-    del key  # deterministic attack
-    return fn(loss_fn, x, y, **kwargs)
-  return attack
-
-
 ATTACKS: dict[str, Attack] = {
-    "fgsm": _keyless(fgsm),
-    "fgm": _keyless(fgm),
+    "fgsm": fgsm,
+    "fgm": fgm,
     "fgsm_rs": fgsm_rs,
-    "bim": _keyless(bim),
+    "bim": bim,
     "pgd": pgd,
     "apgd": apgd,
 }

@@ -7,8 +7,11 @@ other classes (by clean logits), then targeted FAB (Croce & Hein, ICML
 2020, `jaxadv.attacks.fab`) towards the same 9 classes, then the Square
 attack (Andriushchenko et al., ECCV 2020), every attack only on the points
 still robust after the ones before it. `ENSEMBLES["apgd-t+square"]` is
-the cheaper ensemble without FAB-T that jaxadv called standard before. An example is robust when it is classified correctly clean and
-survives every attack.
+the cheaper ensemble without FAB-T that jaxadv called standard before. An
+example is robust when it is classified correctly clean and survives every
+attack. `evaluate_randomized` is AutoAttack's "rand" version for randomized
+defences (APGD-CE and APGD-DLR with Expectation over Transformation over 20
+draws).
 
 Batching reuses `jaxadv.evaluation.robust`: fixed-size padded batches (one
 compilation per attack), `eps` traced, batches spread over local devices.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +42,17 @@ _APGD_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr", "apgd-t": "dlr_targeted"}
 ENSEMBLE_ATTACKS = tuple(_APGD_LOSSES) + ("fab-t", "square")
 # Attacks that run once per target class rank.
 _TARGETED = ("apgd-t", "fab-t")
+# AutoAttack's "rand" version, for randomized defences: EOT over 20 draws.
+RAND = ("apgd-ce", "apgd-dlr")
+_RAND_ATTACKS = ("apgd-ce", "apgd-dlr")
+# Key streams of the randomized evaluation (clean draw, verdict draws).
+_CLEAN_STREAM = 0x0C1EA4
+_VERDICT_STREAM = 0x7E4D1C7
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _logits(apply_fn, variables, x):
+  return apply_fn(variables, x, train=False)
 
 
 def _target(logits: jax.Array, y: jax.Array, target_rank) -> jax.Array:
@@ -62,7 +76,7 @@ def _apgd_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
   x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=steps,
                               loss=loss, target=target, norm=norm,
                               restarts=restarts, unroll=unroll)
-  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y, x_adv
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "steps", "restarts",
@@ -75,7 +89,7 @@ def _fab_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
   x_adv = attacks.fab(logits_fn, x, y, key, eps=eps, norm=norm, steps=steps,
                       target=_target(logits_fn(x), y, target_rank),
                       restarts=restarts, unroll=unroll)
-  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y, x_adv
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "queries", "p_init"))
@@ -85,7 +99,77 @@ def _square_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
   logits_fn = lambda v: apply_fn(variables, v, train=False)
   x_adv = attacks.square(logits_fn, x, y, key, eps=eps, queries=queries,
                          p_init=p_init)
-  return jnp.argmax(logits_fn(x_adv), axis=-1) == y
+  return jnp.argmax(logits_fn(x_adv), axis=-1) == y, x_adv
+
+
+@functools.partial(
+    jax.jit, static_argnames=("apply_fn", "loss", "steps", "restarts", "norm",
+                              "eot_samples", "unroll"))
+def _apgd_eot_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
+                      loss: str, steps: int, restarts: int, norm: str,
+                      eot_samples: int, unroll: Optional[bool]):
+  """Correct under EOT-APGD on a randomized model, judged by a fresh draw."""
+  del target_rank
+  logits_fn = lambda v, k: apply_fn(variables, v, k)
+  x_adv = attacks.apgd_logits(logits_fn, x, y, key, eps=eps, steps=steps,
+                              loss=loss, norm=norm, restarts=restarts,
+                              eot_samples=eot_samples, unroll=unroll)
+  verdict_key = jax.random.fold_in(key, _VERDICT_STREAM)
+  return jnp.argmax(logits_fn(x_adv, verdict_key), axis=-1) == y, x_adv
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _predict_randomized(apply_fn, variables, x, key):
+  return jnp.argmax(apply_fn(variables, x, key), axis=-1)
+
+
+def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
+               y: np.ndarray, key: jax.Array, correct: np.ndarray, eps, *,
+               batch_size: int, progress: bool, return_adv: bool) -> dict:
+  """Runs `chain` = [(name, jitted fn, target ranks)] on the survivors.
+
+  Attack `a` uses `fold_in(key, a)`, its target rank `r` `fold_in(., r)`
+  and its batch `b` `fold_in(., b)`. Updates `correct` in place.
+  """
+  out = {"per_attack": {}, "attacked": {}, "seconds": {},
+         "attacks": [name for name, _, _ in chain]}
+  fooled_by = np.where(correct, -1, 0)
+  x_adv = np.array(x, copy=True) if return_adv else None
+  variables, put = parallel.placement(variables, batch_size)
+  eps_a = jnp.float32(eps)
+  for a, (name, fn, ranks) in enumerate(chain):
+    t0 = time.perf_counter()
+    attacked = 0
+    for r in range(ranks):
+      idx = np.nonzero(correct)[0]
+      if len(idx) == 0:
+        break
+      rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
+      bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
+                 desc=name + (f" target {r + 1}" if ranks > 1 else ""),
+                 mininterval=1.0)
+      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
+        ok, adv = fn(apply_fn, variables, put(x[chunk]), put(y[chunk]),
+                     jax.random.fold_in(rkey, i), eps_a, jnp.int32(r))
+        ok = np.asarray(ok)[:n]
+        real = chunk[:n]
+        newly = real[~ok & correct[real]]
+        fooled_by[newly] = a + 1
+        if return_adv:
+          x_adv[newly] = np.asarray(adv)[:n][~ok & correct[real]]
+        correct[real] &= ok
+        bar.update(n)
+      bar.close()
+      attacked += len(idx)
+    out["per_attack"][name] = float(correct.mean())
+    out["attacked"][name] = attacked
+    out["seconds"][name] = time.perf_counter() - t0
+  out["robust_acc"] = float(correct.mean())
+  out["robust"] = correct
+  out["fooled_by"] = fooled_by
+  if return_adv:
+    out["x_adv"] = x_adv
+  return out
 
 
 def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
@@ -97,7 +181,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                         fab_restarts: int = 1, square_queries: int = 5000,
                         square_p_init: float = 0.8, batch_size: int = 500,
                         unroll: Optional[bool] = None,
-                        progress: bool = False) -> dict:
+                        progress: bool = False,
+                        return_adv: bool = False) -> dict:
   """Robust accuracy under the AutoAttack "standard" ensemble.
 
   Attacks run in the order given, each only on the examples still robust
@@ -109,7 +194,9 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
   same result.
 
   Args:
-    apply_fn: `apply_fn(variables, x, train=False) -> logits [B, C]`.
+    apply_fn: `apply_fn(variables, x, train=False) -> logits [B, C]`
+      (`jaxadv.evaluation.as_apply_fn` turns any `x -> logits` function
+      into one).
     variables: model variables.
     x: float32 [N, H, W, C] (or [N, D] without Square) in [0, 1].
     y: int [N] true labels.
@@ -130,6 +217,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
     progress: progress bars.
+    return_adv: also return "x_adv", float32 [N, ...]: each example's first
+      successful adversarial example, or `x` where none was found.
 
   Returns:
     A dict: "clean_acc" and "robust_acc" (fractions); "per_attack": robust
@@ -137,7 +226,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     examples each attack ran on (APGD-T: summed over targets); "seconds":
     wall time per attack; "robust": bool [N] per example; "fooled_by":
     int [N], -1 robust, 0 wrong clean, a + 1 first fooled by attack a;
-    "attacks": the attack names.
+    "attacks": the attack names; "x_adv" with `return_adv`.
 
   Raises:
     ValueError, TypeError: bad inputs, an unknown attack name, Square with
@@ -159,57 +248,106 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
   validation.check_count(square_queries, "square_queries", 1)
   y = np.asarray(y, np.int32)
   correct = robust.predict(apply_fn, variables, x, batch_size=batch_size) == y
-  fooled_by = np.where(correct, -1, 0)
-  out = {"clean_acc": float(correct.mean()), "per_attack": {},
-         "attacked": {}, "seconds": {}, "attacks": list(attack_names)}
-  variables, put = parallel.placement(variables, batch_size)
-  eps_a = jnp.float32(eps)
+  clean_acc = float(correct.mean())
   num_classes = None
-  for a, name in enumerate(attack_names):
-    t0 = time.perf_counter()
+  chain = []
+  for name in attack_names:
+    ranks = 1
     if name == "square":
       fn = functools.partial(_square_correct, queries=square_queries,
                              p_init=square_p_init)
-      ranks = 1
+    elif name == "fab-t":
+      fn = functools.partial(_fab_correct, steps=fab_steps,
+                             restarts=fab_restarts, norm=norm, unroll=unroll)
     else:
-      if name == "fab-t":
-        fn = functools.partial(_fab_correct, steps=fab_steps,
-                               restarts=fab_restarts, norm=norm,
-                               unroll=unroll)
-      else:
-        fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
-                               steps=apgd_steps, restarts=apgd_restarts,
-                               norm=norm, unroll=unroll)
-      ranks = 1
-      if name in _TARGETED:
-        if num_classes is None:
-          num_classes = int(jax.eval_shape(
-              lambda v: apply_fn(v, jnp.asarray(x[:1]), train=False),
-              variables).shape[-1])
-        ranks = min(num_targets, num_classes - 1)
-    attacked = 0
-    for r in range(ranks):
-      idx = np.nonzero(correct)[0]
-      if len(idx) == 0:
-        break
-      rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
-      bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
-                 desc=name + (f" target {r + 1}" if ranks > 1 else ""),
-                 mininterval=1.0)
-      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
-        ok = np.asarray(fn(apply_fn, variables, put(x[chunk]), put(y[chunk]),
-                           jax.random.fold_in(rkey, i), eps_a,
-                           jnp.int32(r)))[:n]
-        real = chunk[:n]
-        fooled_by[real[~ok & correct[real]]] = a + 1
-        correct[real] &= ok
-        bar.update(n)
-      bar.close()
-      attacked += len(idx)
-    out["per_attack"][name] = float(correct.mean())
-    out["attacked"][name] = attacked
-    out["seconds"][name] = time.perf_counter() - t0
-  out["robust_acc"] = float(correct.mean())
-  out["robust"] = correct
-  out["fooled_by"] = fooled_by
-  return out
+      fn = functools.partial(_apgd_correct, loss=_APGD_LOSSES[name],
+                             steps=apgd_steps, restarts=apgd_restarts,
+                             norm=norm, unroll=unroll)
+    if name in _TARGETED:
+      if num_classes is None:
+        num_classes = int(jax.eval_shape(
+            _logits, apply_fn, variables, jnp.asarray(x[:1])).shape[-1])
+      ranks = min(num_targets, num_classes - 1)
+    chain.append((name, fn, ranks))
+  out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
+                   batch_size=batch_size, progress=progress,
+                   return_adv=return_adv)
+  return {"clean_acc": clean_acc, **out}
+
+
+def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
+                        x: np.ndarray, y: np.ndarray, key: jax.Array, *,
+                        eps: float, norm: str = "linf",
+                        attack_names: Sequence[str] = RAND,
+                        apgd_steps: int = 100, apgd_restarts: int = 1,
+                        eot_samples: int = 20, batch_size: int = 500,
+                        unroll: Optional[bool] = None,
+                        progress: bool = False,
+                        return_adv: bool = False) -> dict:
+  """AutoAttack's "rand" version, for randomized defences.
+
+  Croce & Hein (ICML 2020): APGD-CE, then APGD-DLR, each with Expectation
+  over Transformation (every iterate's loss and gradient averaged over
+  `eot_samples` draws of the defence's randomness; 20 in AutoAttack), each
+  only on the examples still robust. As in AutoAttack, a verdict is the
+  defence's prediction on one fresh draw: clean correctness from
+  `fold_in(key, _CLEAN_STREAM)`, each attack's verdict from a draw split
+  off its own key.
+
+  Args:
+    apply_fn: `apply_fn(variables, x, key) -> logits [B, C]` of the
+      randomized model (log-probabilities for a defence that outputs
+      probabilities, e.g. Mixup Inference).
+    variables: its variables (any pytree; may be empty).
+    x: float32 [N, ...] in [0, 1].
+    y: int [N] true labels.
+    key: PRNG key.
+    eps: budget, pixel units.
+    norm: "linf" or "l2".
+    attack_names: a sequence of "apgd-ce", "apgd-dlr" (default both, in
+      AutoAttack's order).
+    apgd_steps: APGD iterations (100).
+    apgd_restarts: APGD restarts (1).
+    eot_samples: draws averaged per iterate (20).
+    batch_size: fixed attack batch size (the last batch is padded).
+    unroll: as `evaluate_robustness`.
+    progress: progress bars.
+    return_adv: as `evaluate_robustness`.
+
+  Returns:
+    The dict of `evaluate_robustness`, plus "eot_samples".
+
+  Raises:
+    ValueError, TypeError: bad inputs, an unknown attack name, or counts out
+      of range.
+  """
+  validation.check_images(x, "x")
+  validation.check_count(batch_size, "batch_size", 1)
+  validation.check_nonnegative(eps, "eps")
+  validation.check_choice(norm, "norm", ("linf", "l2"))
+  for name in attack_names:
+    validation.check_choice(name, "attack_names", _RAND_ATTACKS)
+  validation.check_count(apgd_steps, "apgd_steps", 0)
+  validation.check_count(apgd_restarts, "apgd_restarts", 1)
+  validation.check_count(eot_samples, "eot_samples", 1)
+  probe = jax.eval_shape(lambda v: apply_fn(v, jnp.asarray(x[:1]),
+                                            jax.random.key(0)), variables)
+  validation.check_labels(y, len(x), "y", num_classes=int(probe.shape[-1]))
+  y = np.asarray(y, np.int32)
+  clean_key = jax.random.fold_in(key, _CLEAN_STREAM)
+  correct = np.zeros(len(x), bool)
+  pvars, put = parallel.placement(variables, batch_size)
+  for i, (chunk, n) in enumerate(
+      parallel.padded_batches(np.arange(len(x)), batch_size)):
+    pred = _predict_randomized(apply_fn, pvars, put(x[chunk]),
+                               jax.random.fold_in(clean_key, i))
+    correct[chunk[:n]] = np.asarray(pred)[:n] == y[chunk[:n]]
+  clean_acc = float(correct.mean())
+  chain = [(name, functools.partial(
+      _apgd_eot_correct, loss=_APGD_LOSSES[name], steps=apgd_steps,
+      restarts=apgd_restarts, norm=norm, eot_samples=eot_samples,
+      unroll=unroll), 1) for name in attack_names]
+  out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
+                   batch_size=batch_size, progress=progress,
+                   return_adv=return_adv)
+  return {"clean_acc": clean_acc, **out, "eot_samples": eot_samples}
