@@ -15,12 +15,18 @@ Several hosts: start the same command in every process with
 process sees the same data; process 0 writes the results).
 
 Writes `WORKDIR/results.json` (one record per method with keys method,
-dataset, eps, clean_acc, fgsm_acc, pgd_acc, pgd_steps, pgd_restarts,
-train_seconds, train_steps, fwd_bwd_passes), `WORKDIR/details.json` (training
-curves, sanity checks, compile times), `WORKDIR/robust_acc_vs_time.png`
-and `WORKDIR/heldout_pgd.png` (the held-out PGD curve per pass).
+dataset, eps, clean_acc, ensemble_acc (the headline: robust accuracy under
+the AutoAttack ensemble `ensemble` on the first `ensemble_examples` test
+images; None when the config runs none), fgsm_acc, pgd_acc, pgd_steps,
+pgd_restarts, train_seconds, train_steps, fwd_bwd_passes),
+`WORKDIR/details.json` (training curves, sanity checks, compile times),
+`WORKDIR/robust_acc_vs_time.png` and `WORKDIR/heldout_pgd.png` (the held-out
+PGD curve per pass).
 A killed run started again with the same workdir resumes: training from the
-last checkpoint, evaluation from the last finished method.
+last checkpoint, evaluation from the last finished method. A method whose
+evaluation protocol (`config.eval`) changed since it was evaluated is
+evaluated again from its finished checkpoints (never retrained: without
+them it keeps its old record and says so), keeping its training cost.
 """
 
 from __future__ import annotations
@@ -33,9 +39,17 @@ import ml_collections
 from experiments import common
 from jaxadv import parallel
 
-RESULT_KEYS = ("method", "dataset", "eps", "clean_acc", "fgsm_acc", "pgd_acc",
+RESULT_KEYS = ("method", "dataset", "eps", "clean_acc", "ensemble_acc",
+               "ensemble_examples", "ensemble", "fgsm_acc", "pgd_acc",
                "pgd_steps", "pgd_restarts", "train_seconds", "train_steps",
                "fwd_bwd_passes")
+# AutoAttack's standard version (`common.robust.ensemble_settings({})`).
+_STANDARD_AA = {"attack_names": ["apgd-ce", "apgd-t", "fab-t", "square"],
+                "apgd_steps": 100, "apgd_restarts": 1, "num_targets": 9,
+                "fab_steps": 100, "fab_restarts": 1, "square_queries": 5000,
+                "square_p_init": 0.8}
+# The record's fields that come from training (kept on re-evaluation).
+_TRAIN_KEYS = ("train_seconds", "train_steps", "fwd_bwd_passes")
 
 
 def _plot(records: list, path: str) -> None:
@@ -68,39 +82,57 @@ def _plot(records: list, path: str) -> None:
 def format_table(records: list, extras: list | None = None) -> str:
   """The results as a Markdown table.
 
-  `extras` (one `common.robust.evaluate_method` extra dict per record) adds
-  the example counts of PGD to its header and, when the ensemble ran, an
-  AutoAttack-style ensemble column.
+  The headline column, right after clean accuracy, is the robust accuracy
+  under the AutoAttack ensemble when it ran (as RobustBench reports it);
+  PGD sits beside it. `extras` (one `common.robust.evaluate_method` extra
+  dict per record) adds the example counts to the headers.
   """
   nat = next((r for r in records if r["method"] == "natural"), None)
   extras = extras or [{} for _ in records]
-  with_aa = any("autoattack_acc" in e for e in extras)
+  with_aa = any(r.get("ensemble_acc") is not None for r in records)
   rows = []
   for r, e in zip(records, extras):
     ratio = (f"{r['train_seconds'] / nat['train_seconds']:.2f}x"
              if nat else "-")
     per_k = 1000 * r["train_seconds"] / max(r["fwd_bwd_passes"], 1)
-    aa = ((f"{100 * e['autoattack_acc']:.2f}" if "autoattack_acc" in e
-           else "-"),) if with_aa else ()
-    rows.append((r["method"], f"{100 * r['clean_acc']:.2f}",
-                 f"{100 * r['fgsm_acc']:.2f}", f"{100 * r['pgd_acc']:.2f}")
-                + aa + (f"{r['train_seconds']:.1f}", r["train_steps"],
-                        r["fwd_bwd_passes"], ratio, f"{per_k:.3f}"))
+    aa = ((f"**{100 * r['ensemble_acc']:.2f}**"
+           if r.get("ensemble_acc") is not None else "-"),) if with_aa else ()
+    rows.append((r["method"], f"{100 * r['clean_acc']:.2f}") + aa +
+                (f"{100 * r['fgsm_acc']:.2f}", f"{100 * r['pgd_acc']:.2f}",
+                 f"{r['train_seconds']:.1f}", r["train_steps"],
+                 r["fwd_bwd_passes"], ratio, f"{per_k:.3f}"))
   pgd = "PGD-{}x{} %".format(records[0]["pgd_steps"],
                              records[0]["pgd_restarts"])
   e0 = extras[0]
+  clean = "clean %"
+  fgsm = "FGSM %"
   if e0.get("pgd_examples", 0) < e0.get("clean_examples", 0):
     first = f"(first {e0['pgd_examples']})"
-    header = ("method", f"clean % ({e0['clean_examples']})",
-              f"FGSM % {first}", f"{pgd} {first}")
-  else:
-    header = ("method", "clean %", "FGSM %", pgd)
+    clean, fgsm, pgd = (f"clean % ({e0['clean_examples']})",
+                        f"FGSM % {first}", f"{pgd} {first}")
+  header = ("method", clean)
+  note = ""
   if with_aa:
-    header += (f"AA-style ensemble % (first "
-               f"{max(e.get('autoattack_examples', 0) for e in extras)})",)
+    i0 = next(i for i, r in enumerate(records)
+              if r.get("ensemble_acc") is not None)
+    r0 = records[i0]
+    settings = extras[i0].get("autoattack", {}).get("settings")
+    name = ("standard AutoAttack" if settings == _STANDARD_AA
+            else "AA-style ensemble")
+    header += (f"robust % ({name}, first {r0['ensemble_examples']})",)
+    if settings:
+      note = ("\nRobust accuracy (the headline column): " +
+              " -> ".join(settings["attack_names"]) +
+              f", each on the survivors; APGD {settings['apgd_steps']} steps "
+              f"x {settings['apgd_restarts']} restart(s), "
+              f"{settings['num_targets']} targets for APGD-T / FAB-T, FAB-T "
+              f"{settings['fab_steps']} steps, Square "
+              f"{settings['square_queries']} queries"
+              + ("" if name == "standard AutoAttack" else
+                 " (not AutoAttack's standard budget)") + ".\n")
   return common.markdown_table(
-      header + ("train s", "train steps", "fwd-bwd passes", "time / natural",
-                "s per 1k passes"), rows)
+      header + (fgsm, pgd, "train s", "train steps", "fwd-bwd passes",
+                "time / natural", "s per 1k passes"), rows) + note
 
 
 def heldout_curves(details: dict, methods) -> dict:
@@ -138,6 +170,18 @@ def heldout_markdown(curves: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _record(name: str, config: ml_collections.ConfigDict, res: dict,
+            extra: dict, cost: dict) -> dict:
+  """One results.json record (`RESULT_KEYS`)."""
+  aa = extra.get("autoattack")
+  record = {"method": name, "dataset": config.dataset,
+            "eps": float(config.eps), **res,
+            "ensemble_acc": extra.get("autoattack_acc"),
+            "ensemble_examples": extra.get("autoattack_examples"),
+            "ensemble": aa["attacks"] if aa else None, **cost}
+  return {k: record[k] for k in RESULT_KEYS}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> list:
   """Trains and evaluates every method in `config.methods`.
@@ -162,9 +206,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
              if m in details and "record" in details[m]]
   key = jax.random.key(config.seed)
   model = common.robust.get_model(config)
+  eval_config = config.eval.to_dict()
   for name in config.methods:
-    if name in details and "record" in details[name]:
-      print(f"[{name}] already evaluated in {workdir}; skipping.")
+    old = details.get(name, {})
+    if "record" in old:
+      if old.get("eval_config") == eval_config:
+        print(f"[{name}] already evaluated in {workdir}; skipping.")
+        continue
+      chosen = old.get("selection", {}).get("chosen", name)
+      if not os.path.isdir(os.path.join(workdir, "checkpoints", chosen)):
+        print(f"[{name}] evaluated with another `config.eval`, but its "
+              f"checkpoints are not in {workdir}: keeping the old record.")
+        continue
+      print(f"[{name}] `config.eval` changed since it was evaluated: "
+            f"evaluating {chosen} again from its checkpoints.")
+      trained = common.robust.train_method(chosen, config, train, val,
+                                           workdir, mesh)
+      res, checks, extra = common.robust.evaluate_method(
+          config, model, trained.variables, test, key, mesh)
+      for c in checks:
+        print(f"[{name}] {c}")
+      record = _record(name, config, res, extra,
+                       {k: old["record"][k] for k in _TRAIN_KEYS})
+      old.update(record=record, eval_seconds=extra["eval_seconds"],
+                 sanity_checks=[vars(c) for c in checks], evaluation=extra,
+                 eval_config=eval_config,
+                 previous_evaluation=old.get("evaluation"))
+      details[name] = old
+      common.json_dump(details, details_path)
+      records = [details[m]["record"] for m in config.methods
+                 if m in details and "record" in details[m]]
       continue
     selection = None
     if name in (config.get("best_of") or {}):
@@ -180,11 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     eval_seconds = extra["eval_seconds"]
     for c in checks:
       print(f"[{name}] {c}")
-    record = {"method": name, "dataset": config.dataset,
-              "eps": float(config.eps), **res, **{
-                  k: cost[k] for k in ("train_seconds", "train_steps",
-                                       "fwd_bwd_passes")}}
-    record = {k: record[k] for k in RESULT_KEYS}
+    record = _record(name, config, res, extra,
+                     {k: cost[k] for k in _TRAIN_KEYS})
     print(f"[{name}] clean {record['clean_acc']:.4f} fgsm "
           f"{record['fgsm_acc']:.4f} pgd {record['pgd_acc']:.4f} "
           f"(eval {eval_seconds:.0f}s)")
@@ -194,11 +262,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         "eval_seconds": eval_seconds,
         "stopped_early": result.stopped_early,
         "sanity_checks": [vars(c) for c in checks],
-        "evaluation": extra, "config": config[chosen].to_dict()}
+        "evaluation": extra, "eval_config": eval_config,
+        "config": config[chosen].to_dict()}
     if selection is not None:
       details[name]["selection"] = selection
     common.json_dump(details, details_path)
     records.append(record)
+  records = [details[m]["record"] for m in config.methods
+             if m in details and "record" in details[m]]
   extras = [details[m].get("evaluation", {}) for m in config.methods
             if m in details and "record" in details[m]]
   table = format_table(records, extras)

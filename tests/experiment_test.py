@@ -155,6 +155,13 @@ def test_robust_mnist_keeps_the_committed_kernels_and_loop_forms():
   assert config.natural.unroll is None
 
 
+def test_standard_autoattack_budget_is_evaluate_robustness_default():
+  settings = common.robust.ensemble_settings({})
+  assert settings == robust_training._STANDARD_AA
+  assert common.robust.ensemble_settings(
+      {"square_queries": 1000})["square_queries"] == 1000
+
+
 @pytest.mark.slow  # ~2 min; .ci/run runs it after the default suite
 def test_quick_pipeline_on_real_mnist(tmp_path, capsys):
   config = robust_mnist.get_config("quick")
@@ -188,7 +195,28 @@ def test_quick_pipeline_on_real_mnist(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "| method | clean %" in out and "[PASS]" in out
 
+  # The headline: the ensemble's robust accuracy, never above PGD's verdicts
+  # by much and never above clean.
+  for r in saved:
+    assert r["ensemble_examples"] == config.eval.autoattack_examples
+    assert r["ensemble"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert 0.0 <= r["ensemble_acc"] <= r["clean_acc"] + 0.05
+  md = open(os.path.join(workdir, "results.md")).read()
+  assert "robust % (AA-style ensemble, first 200)" in md
+  assert "not AutoAttack's standard budget" in md
+
   # Started again on the same workdir, the job resumes and redoes nothing.
   again = robust_training.train_and_evaluate(config, workdir)
   assert again == records
   assert "already evaluated" in capsys.readouterr().out
+
+  # A changed evaluation protocol re-evaluates from the checkpoints, keeping
+  # the training cost (nothing is retrained).
+  config.eval.autoattack_examples = 100
+  config.methods = ("natural", "pgd")
+  redone = robust_training.train_and_evaluate(config, workdir)
+  assert "evaluating pgd again from its checkpoints" in capsys.readouterr().out
+  for r in redone:
+    assert r["ensemble_examples"] == 100
+    for k in ("train_seconds", "train_steps", "fwd_bwd_passes"):
+      assert r[k] == by[r["method"]][k]

@@ -17,6 +17,7 @@ change nothing: MNIST trains and evaluates as before.
 
 from __future__ import annotations
 
+import inspect
 import time
 import zlib
 from typing import Callable, Optional
@@ -161,6 +162,20 @@ def train_best_of(group: str, config: ml_collections.ConfigDict, train, val,
                                                for n in candidates}}
 
 
+_ENSEMBLE_BUDGETS = ("attack_names", "apgd_steps", "apgd_restarts",
+                     "num_targets", "fab_steps", "fab_restarts",
+                     "square_queries", "square_p_init")
+
+
+def ensemble_settings(overrides: dict) -> dict:
+  """The ensemble's budgets: `evaluate_robustness`'s defaults + overrides."""
+  params = inspect.signature(evaluation.evaluate_robustness).parameters
+  out = {k: params[k].default for k in _ENSEMBLE_BUDGETS}
+  out.update({k: v for k, v in overrides.items() if k in out})
+  out["attack_names"] = list(out["attack_names"])
+  return out
+
+
 def evaluate_method(config: ml_collections.ConfigDict, model, variables,
                     test, key: jax.Array, mesh=None):
   """The test-set evaluation of one trained model, by `config.eval`.
@@ -204,6 +219,7 @@ def evaluate_method(config: ml_collections.ConfigDict, model, variables,
                  autoattack_examples=n_aa,
                  autoattack={k: ensemble[k] for k in (
                      "per_attack", "attacked", "seconds", "attacks")})
+    extra["autoattack"]["settings"] = ensemble_settings(ak)
   extra["eval_seconds"] = time.perf_counter() - t0
   checks = evaluation.sanity_checks(
       model.apply, variables, xs, ys, jax.random.fold_in(key, 2000), res,
