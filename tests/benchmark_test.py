@@ -240,3 +240,69 @@ def test_torch_reference_step_and_line():
   assert res["call_s"] > 0 and res["threads"] >= 1
   (line,) = torch_reference.to_markdown(res, 2 * res["call_s"])
   assert "2.00x" in line and "PreActResNet-18" in line
+
+
+def _ensemble_config(**budget):
+  from experiments.configs import benchmark_ensemble
+  config = benchmark_ensemble.get_config("quick")
+  config.ensemble.update(budget)
+  return config
+
+
+def test_ensemble_chains_run_on_the_survivors_of_the_same_model():
+  """jaxadv's standard ensemble and the torchattacks chain on the same
+  weights: the twin's logits agree, each attack runs only on the points
+  still robust, and the results carry the bar and the settings."""
+  pytest.importorskip("torchattacks")
+  from experiments.benchmarks import ensemble
+  from jaxadv import data
+  config = _ensemble_config(num_examples=6, apgd_steps=2, num_targets=2,
+                            fab_steps=2, square_queries=5, batch_size=4,
+                            order=("jaxadv", "torchattacks", "jaxadv_warm"))
+  model = models.get_model("fast_at_mnist", kernels=config.kernels)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+  x, _ = data.load("mnist", "test", limit=6)
+  # Labels = the net's own predictions: every point starts robust.
+  y = np.asarray(jnp.argmax(model.apply(variables, x), -1))
+  e = ensemble.measure(config, model, variables, x, y)
+  assert e["port"]["max_logit_diff"] < 1e-4
+  assert e["port"]["argmax_disagreements"] == 0
+  assert e["clean_acc"] == {"jaxadv": 1.0, "torchattacks": 1.0}
+  assert [r["attack"] for r in e["per_attack"]] == list(
+      config.ensemble.attacks)
+  for lib in ("jaxadv", "torchattacks"):
+    accs = [r[f"{lib}_robust_acc"] for r in e["per_attack"]]
+    assert accs == sorted(accs, reverse=True)  # cumulative
+    # Each attack starts from the survivors of the ones before it.
+    assert [r[f"{lib}_entering"] for r in e["per_attack"]] == [
+        round(6 * a) for a in [1.0] + accs[:-1]]
+  for r in e["per_attack"]:
+    targets = 2 if r["attack"] in ("apgd-t", "fab-t") else 1
+    assert r["jaxadv_attacked_over_targets"] <= targets * r["jaxadv_entering"]
+  assert e["robust_in_both"] + e["robust_only_jaxadv"] <= 6
+  assert e["warm_matches_cold"]  # same key, same result
+  assert e["jaxadv_compile_s"] >= 0
+  assert e["total_s"]["jaxadv"] > 0 and e["total_s"]["torchattacks"] > 0
+  np.testing.assert_allclose(
+      e["speedup"], e["total_s"]["torchattacks"] / e["total_s"]["jaxadv"])
+  assert e["bar"]["met"] == (e["bar"]["fast_enough"]
+                             and e["bar"]["accurate_enough"])
+  assert "resc_schedule=False" in e["torchattacks_attacks"][3]
+  assert "multi_targeted=True" in e["torchattacks_attacks"][2]
+  md = "\n".join(ensemble.to_markdown(e))
+  assert "| **whole chain** |" in md and "+ fab-t" in md
+
+
+@pytest.mark.slow  # trains the quick model (~10 s), then both chains
+def test_ensemble_benchmark_writes_its_results(tmp_path):
+  pytest.importorskip("torchattacks")
+  import json
+  config = _ensemble_config()
+  res = run.run(config, str(tmp_path))
+  e = res["ensemble"]
+  assert e["model"]["method"] == "fgsm_rs" and e["num_examples"] == 20
+  assert e["port"]["argmax_disagreements"] == 0
+  saved = json.loads((tmp_path / "benchmark.json").read_text())
+  assert saved["ensemble"]["bar"] == e["bar"]
+  md = (tmp_path / "benchmark.md").read_text()
+  assert "AutoAttack standard ensemble" in md and "Bar:" in md

@@ -5,7 +5,9 @@ r"""The speed benchmark: training modes, attacks, loop forms, kernels, MI.
 
 Modules: `run` (runs every part, writes `benchmark.json` / `.md`),
 `training` (training-step cost, peak memory, time to accuracy), `attack`
-(PGD throughput against the peers), `peers` (torchattacks, foolbox),
+(PGD throughput against the peers), `ensemble` (AutoAttack's standard
+ensemble against the same four attacks in torchattacks, with
+`configs/benchmark_ensemble.py`), `peers` (torchattacks, foolbox),
 `loop` (the attack loop form), `mi` (the cost of Mixup Inference), `conv`
 (the convolution kernels, standalone), `timing` (interleaved medians and
 paired ratios). `loop`, `mi` and `conv` also run alone

@@ -9,6 +9,7 @@ import ml_collections
 
 from experiments import common
 from experiments.benchmarks import attack
+from experiments.benchmarks import ensemble
 from experiments.benchmarks import loop
 from experiments.benchmarks import mi
 from experiments.benchmarks import torch_reference
@@ -23,7 +24,10 @@ def to_markdown(res: dict) -> str:
   m = res["machine"]
   out = [f"Machine: {m['processor'] or m['platform']}, {m['cpu_count']} cores, "
          f"jax {m['jax']} ({m['backend']}, {len(m['devices'])} device(s)).", ""]
-  out += training.train_markdown(res)
+  if res.get("train"):
+    out += training.train_markdown(res)
+  if res.get("ensemble"):
+    out += ensemble.to_markdown(res["ensemble"], res["ensemble"].get("model"))
   if res.get("torch_reference"):
     tr = res["config"]["torch_reference"]
     out += [""] + torch_reference.to_markdown(
@@ -89,6 +93,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   res = {"environment": common.environment(), "machine": machine(),
          "config": config.to_dict()}
   print(res["environment"])
+  if config.get("ensemble"):  # configs/benchmark_ensemble.py: that alone
+    res["ensemble"] = ensemble.run_section(config)
+    common.write_results(workdir, res, to_markdown(res), name="benchmark")
+    return res
   x, y = data.load(config.dataset, "train", data_dir=config.data_dir,
                    manual_dir=config.manual_dir)
   batch = {"x": x[:config.batch_size], "y": y[:config.batch_size]}
