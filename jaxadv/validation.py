@@ -36,10 +36,13 @@ def check_image_batch_static(x: Any, name: str = "x", *,
 
   Raises:
     TypeError: non-floating pixels.
-    ValueError: wrong rank.
+    ValueError: wrong rank or an empty batch.
   """
   prefix = f"{context}: " if context else ""
   shape = np.shape(x)
+  if len(shape) >= 1 and shape[0] == 0:
+    raise ValueError(f"{prefix}`{name}` is empty (shape {shape}): pass at "
+                     "least one example.")
   if rank is not None and len(shape) != rank:
     raise ValueError(
         f"{prefix}`{name}` must be a rank-{rank} NHWC image batch of shape "
@@ -120,6 +123,16 @@ def check_nonnegative(value: Any, name: str,
       raise ValueError(f"`{name}` must be finite; got {value}.")
     if np.any(v < 0):
       raise ValueError(f"`{name}` must be >= 0 ({units}); got {value}.")
+
+
+def check_per_example(value: Any, name: str, batch_size: int) -> None:
+  """Checks that a per-example vector (eps, step_size) has `batch_size`
+  entries; scalars pass."""
+  if np.ndim(value) == 1 and np.shape(value)[0] != batch_size:
+    raise ValueError(
+        f"`{name}` must be a scalar or a per-example vector of shape "
+        f"({batch_size},) matching the batch of `x`; got shape "
+        f"{np.shape(value)}.")
 
 
 def check_count(value: Any, name: str, minimum: int = 0) -> None:

@@ -11,6 +11,7 @@ import pytest
 from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import loops
+from jaxadv import projections
 
 TOL = 1e-6
 SHAPES = [(4, 6, 6, 1), (3, 5, 5, 3), (5, 12)]
@@ -342,3 +343,38 @@ def test_bad_input_errors(kwargs, exc, match):
                 eps=args["eps"], step_size=args["step_size"],
                 steps=args["steps"], restarts=args["restarts"],
                 norm=args["norm"])
+
+
+def test_apply_delta_meets_a_strict_linf_check():
+  """float32 `x + eps` can overshoot the ball by one ulp; apply_delta not."""
+  x = jax.random.uniform(jax.random.key(0), (64, 28, 28, 1), minval=0.3,
+                         maxval=0.7)
+  eps = jnp.float32(0.3)
+  overshoots = 0
+  for sign in (1.0, -1.0):
+    delta = sign * eps * jnp.ones_like(x)
+    naive = x + delta
+    overshoots += int(jnp.sum(jnp.abs(naive - x) > eps))  # the pitfall
+    x_adv = projections.apply_delta(x, delta, eps, "linf")
+    assert bool(jnp.all(jnp.abs(x_adv - x) <= eps))
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    np.testing.assert_allclose(x_adv, naive, atol=1e-6)
+  assert overshoots > 0  # float32 x + eps does leave the ball
+
+
+@pytest.mark.parametrize("name", ["fgsm", "fgsm_rs", "bim", "pgd", "apgd",
+                                  "eot_pgd", "square"])
+def test_attacks_meet_a_strict_linf_check(name):
+  shape = (64, 28, 28, 1)
+  x, y = _inputs(shape)
+  logits_fn = _mlp(shape)
+  loss_fn = losses.make_loss_fn(logits_fn)
+  fn = {"eot_pgd": lambda v, t, k: loss_fn(v, t),
+        "square": logits_fn}.get(name, loss_fn)
+  budget = {"bim": dict(steps=4), "pgd": dict(steps=4),
+            "apgd": dict(steps=4), "eot_pgd": dict(steps=4),
+            "square": dict(queries=10)}.get(name, {})
+  eps = np.float32(0.3)
+  x_adv = getattr(attacks, name)(fn, x, y, jax.random.key(0), eps=eps,
+                                 **budget)
+  assert bool(jnp.all(jnp.abs(x_adv - x) <= eps))

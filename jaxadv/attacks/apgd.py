@@ -183,7 +183,7 @@ def _apgd(value_fn: _ValueFn, x, y, key, *, eps, steps, norm, restarts,
     return (f1 & ~f0) | ((f1 == f0) & (o1 > o0))
 
   best_delta, _, _ = core.best_of_restarts(run, key, restarts, better)
-  return x + best_delta
+  return projections.apply_delta(x, best_delta, eps, norm)
 
 
 def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
@@ -230,6 +230,7 @@ def apgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
       outside [0, 1], or eot_samples < 1.
   """
   core.validate(x, y, eps=eps, steps=steps, norm=norm, restarts=restarts)
+  core.check_loss_fn(loss_fn, x, y, *(() if eot_samples is None else (key,)))
   value_fn = lambda v, t, *k: (loss_fn(v, t, *k), jnp.zeros(v.shape[0], bool))
   return _apgd(value_fn, x, y, key, eps=eps, steps=steps, norm=norm,
                restarts=restarts, targeted=targeted, rho=rho,

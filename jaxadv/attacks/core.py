@@ -18,12 +18,33 @@ def validate(x, y, *, eps, step_size=None, steps: Optional[int] = None,
   validation.check_images(x, "x")
   validation.check_labels(y, x.shape[0], "y")
   validation.check_nonnegative(eps, "eps")
+  validation.check_per_example(eps, "eps", x.shape[0])
   if step_size is not None:
     validation.check_nonnegative(step_size, "step_size")
+    validation.check_per_example(step_size, "step_size", x.shape[0])
   if steps is not None:
     validation.check_count(steps, "steps", 0)
   validation.check_count(restarts, "restarts", 1)
   validation.check_choice(norm, "norm", projections.NORMS)
+
+
+def check_loss_fn(loss_fn: Callable, x: jax.Array, y: jax.Array,
+                  *extra: jax.Array, name: str = "loss_fn") -> None:
+  """Checks (abstractly, no compute) that `loss_fn` returns one loss per
+  example, float [B]: a scalar (e.g. a mean) would make restarts and APGD's
+  per-example state act on the whole batch.
+
+  Raises:
+    ValueError: the output is not shaped [B].
+  """
+  spec = lambda a: jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a))
+  out = jax.eval_shape(loss_fn, spec(x), spec(y), *extra)
+  if getattr(out, "shape", None) != (x.shape[0],):
+    raise ValueError(
+        f"`{name}` must return per-example losses of shape ({x.shape[0]},) "
+        f"(one per example of `x`, not their mean); got "
+        f"{getattr(out, 'shape', type(out).__name__)}. Use "
+        "jaxadv.losses.make_loss_fn(logits_fn, 'ce').")
 
 
 def input_grad(loss_fn: LossFn, x: jax.Array, y: jax.Array, delta: jax.Array,

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jaxadv import validation
 from jaxadv.attacks import core
 from jaxadv import loops
+from jaxadv import projections
 
 # (x [B, ...], y [B], key) -> per-example loss [B]; `key` drives the
 # randomness of the defence (e.g. Mixup Inference's partners).
@@ -72,6 +73,7 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
       `eot_samples < 1`.
   """
   core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm)
+  core.check_loss_fn(loss_fn, x, y, key)
   validation.check_count(eot_samples, "eot_samples", 1)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(eps) / max(steps, 1)
@@ -83,4 +85,5 @@ def eot_pgd(loss_fn: KeyedLossFn, x: jax.Array, y: jax.Array, key: jax.Array,
                             eot_samples, targeted)
     return core.ascend(x, d, g, eps=eps, step_size=step_size, norm=norm)
 
-  return x + loops.run_loop(steps, body, delta, unroll=unroll)
+  return projections.apply_delta(
+      x, loops.run_loop(steps, body, delta, unroll=unroll), eps, norm)

@@ -41,9 +41,10 @@ def fgm(loss_fn: LossFn, x: jax.Array, y: jax.Array,
   """
   del key
   core.validate(x, y, eps=eps, norm=norm)
+  core.check_loss_fn(loss_fn, x, y)
   delta = core.step(loss_fn, x, y, jnp.zeros_like(x), eps=eps,
                        step_size=eps, norm=norm, targeted=targeted)
-  return x + delta
+  return projections.apply_delta(x, delta, eps, norm)
 
 
 def fgsm(loss_fn: LossFn, x: jax.Array, y: jax.Array,
@@ -94,10 +95,11 @@ def fgsm_rs(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     ValueError, TypeError: bad inputs.
   """
   core.validate(x, y, eps=eps, step_size=step_size, norm=norm)
+  core.check_loss_fn(loss_fn, x, y)
   if step_size is None:
     step_size = 1.25 * jnp.asarray(eps)
   delta = projections.random_init(key, x, eps, norm)
   delta = projections.clip_box(x, delta)
   delta = core.step(loss_fn, x, y, delta, eps=eps, step_size=step_size,
                        norm=norm, targeted=targeted)
-  return x + delta
+  return projections.apply_delta(x, delta, eps, norm)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxadv.attacks import core
 from jaxadv import loops
+from jaxadv import projections
 from jaxadv.types import LossFn
 
 
@@ -67,6 +68,7 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
   """
   core.validate(x, y, eps=eps, step_size=step_size, steps=steps, norm=norm,
                    restarts=restarts)
+  core.check_loss_fn(loss_fn, x, y)
   if step_size is None:
     step_size = 2.5 * jnp.asarray(eps) / max(steps, 1)
   run = lambda k: _pgd_run(loss_fn, x, y, k, eps=eps, step_size=step_size,
@@ -76,7 +78,7 @@ def pgd(loss_fn: LossFn, x: jax.Array, y: jax.Array, key: jax.Array, *,
     return new[1] < best[1] if targeted else new[1] > best[1]
 
   best_delta, _ = core.best_of_restarts(run, key, restarts, better)
-  return x + best_delta
+  return projections.apply_delta(x, best_delta, eps, norm)
 
 
 def bim(loss_fn: LossFn, x: jax.Array, y: jax.Array,

@@ -132,4 +132,4 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
 
   init = (delta0, _margin(logits_fn, x + delta0, y))
   delta, _ = loops.run_loop(iterations, body, init, unroll=unroll)
-  return x + delta
+  return projections.apply_delta(x, delta, eps, "linf")

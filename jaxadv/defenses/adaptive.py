@@ -109,4 +109,4 @@ def mi_average_perturbation_pgd(
 
   deltas = jax.vmap(one)(x_s, jax.random.split(k_pgd, num_partners))
   delta = projections.project(jnp.mean(deltas, axis=0), eps, norm)
-  return x + projections.clip_box(x, delta)
+  return projections.apply_delta(x, delta, eps, norm)

@@ -50,11 +50,6 @@ _CLEAN_STREAM = 0x0C1EA4
 _VERDICT_STREAM = 0x7E4D1C7
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _logits(apply_fn, variables, x):
-  return apply_fn(variables, x, train=False)
-
-
 def _target(logits: jax.Array, y: jax.Array, target_rank) -> jax.Array:
   """The `target_rank`-th highest clean logit's class other than `y`."""
   others = jnp.where(jax.nn.one_hot(y, logits.shape[-1]) > 0, -jnp.inf,
@@ -120,7 +115,8 @@ def _apgd_eot_correct(apply_fn, variables, x, y, key, eps, target_rank, *,
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
 def _predict_randomized(apply_fn, variables, x, key):
-  return jnp.argmax(apply_fn(variables, x, key), axis=-1)
+  logits = apply_fn(variables, x, key)
+  return jnp.argmax(logits, axis=-1), jnp.all(jnp.isfinite(logits))
 
 
 def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
@@ -229,10 +225,11 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     "attacks": the attack names; "x_adv" with `return_adv`.
 
   Raises:
-    ValueError, TypeError: bad inputs, an unknown attack name, Square with
-      norm "l2", or counts out of range.
+    ValueError, TypeError: bad inputs (empty, labels outside the model's
+      classes), NaN/inf logits, an unknown attack name, Square with norm
+      "l2", or counts out of range.
   """
-  robust.check_inputs(x, y, batch_size)
+  robust.check_inputs(x, y, batch_size, apply_fn, variables)
   validation.check_nonnegative(eps, "eps")
   validation.check_choice(norm, "norm", ("linf", "l2"))
   for name in attack_names:
@@ -266,7 +263,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     if name in _TARGETED:
       if num_classes is None:
         num_classes = int(jax.eval_shape(
-            _logits, apply_fn, variables, jnp.asarray(x[:1])).shape[-1])
+            robust.logits, apply_fn, variables, jnp.asarray(x[:1])).shape[-1])
       ranks = min(num_targets, num_classes - 1)
     chain.append((name, fn, ranks))
   out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
@@ -339,8 +336,9 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
   pvars, put = parallel.placement(variables, batch_size)
   for i, (chunk, n) in enumerate(
       parallel.padded_batches(np.arange(len(x)), batch_size)):
-    pred = _predict_randomized(apply_fn, pvars, put(x[chunk]),
-                               jax.random.fold_in(clean_key, i))
+    pred, finite = _predict_randomized(apply_fn, pvars, put(x[chunk]),
+                                       jax.random.fold_in(clean_key, i))
+    robust.check_finite_logits(finite)
     correct[chunk[:n]] = np.asarray(pred)[:n] == y[chunk[:n]]
   clean_acc = float(correct.mean())
   chain = [(name, functools.partial(

@@ -32,8 +32,25 @@ EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _predict(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
-  return jnp.argmax(apply_fn(variables, x, train=False), axis=-1)
+def logits(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
+  """`apply_fn(variables, x, train=False)`, jitted with `apply_fn` static
+  (so `jax.eval_shape` of it is cached per model, not traced per call)."""
+  return apply_fn(variables, x, train=False)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn",))
+def _predict(apply_fn: ApplyFn, variables: Any, x: jax.Array):
+  logits = apply_fn(variables, x, train=False)
+  return jnp.argmax(logits, axis=-1), jnp.all(jnp.isfinite(logits))
+
+
+def check_finite_logits(finite) -> None:
+  """Raises ValueError unless `finite` (a bool array from the logits) holds."""
+  if not bool(finite):
+    raise ValueError(
+        "the model's logits contain NaN or inf (check `apply_fn` and "
+        "`variables`: NaN parameters?); argmax would silently predict "
+        "class 0.")
 
 
 @functools.partial(
@@ -75,7 +92,7 @@ def check_inputs(x: np.ndarray, y: np.ndarray, batch_size: int,
   """
   validation.check_images(x, "x")
   num_classes = None if apply_fn is None else validation.output_classes(
-      lambda v: apply_fn(variables, v, train=False), x)
+      functools.partial(logits, apply_fn, variables), x)
   validation.check_labels(y, len(x), "y", num_classes=num_classes)
   validation.check_count(batch_size, "batch_size", 1)
 
@@ -98,15 +115,16 @@ def predict(apply_fn: ApplyFn, variables: Any, x: np.ndarray, *,
     int [N] predictions.
 
   Raises:
-    ValueError, TypeError: bad `x` or `batch_size`.
+    ValueError, TypeError: bad `x` or `batch_size`, or NaN/inf logits.
   """
   validation.check_images(x, "x")
   validation.check_count(batch_size, "batch_size", 1)
   out = np.zeros(len(x), np.int32)
   variables, put = parallel.placement(variables, batch_size, mesh)
   for chunk, n in parallel.padded_batches(np.arange(len(x)), batch_size):
-    out[chunk[:n]] = parallel.to_host(_predict(apply_fn, variables,
-                                               put(x[chunk])))[:n]
+    pred, finite = _predict(apply_fn, variables, put(x[chunk]))
+    check_finite_logits(finite)
+    out[chunk[:n]] = parallel.to_host(pred)[:n]
   return out
 
 
@@ -142,8 +160,10 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     y: int [N] true labels.
     key: PRNG key; restart r uses `fold_in(key, r)`.
     attack: "fgsm" (FGM for norm="l2"), "fgsm_rs", "bim" or "pgd".
-    eps: budget, pixel units.
-    step_size: step in pixel units (iterative attacks; FGSM-RS's alpha).
+    eps: budget, pixel units: a scalar or a per-example vector [N]
+      (sliced with the batches).
+    step_size: step in pixel units (iterative attacks; FGSM-RS's alpha);
+      scalar or [N].
     steps: iterations (bim/pgd).
     restarts: independent random restarts; an example is robust only if it
       survives all of them.
@@ -170,6 +190,10 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   validation.check_choice(norm, "norm", projections.NORMS)
   validation.check_choice(loss, "loss", tuple(losses.LOSSES))
   validation.check_nonnegative(eps, "eps")
+  validation.check_per_example(eps, "eps", len(x))
+  if step_size is not None:
+    validation.check_nonnegative(step_size, "step_size")
+    validation.check_per_example(step_size, "step_size", len(x))
   validation.check_count(restarts, "restarts", 1)
   if attack in ("bim", "pgd"):
     validation.check_count(steps, "steps", 0)
@@ -182,7 +206,9 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
                    mesh=mesh) == y
   if attack in ("fgsm", "bim"):
     restarts = 1  # deterministic attacks: restarts would repeat themselves
-  eps_a, step_a = jnp.float32(eps), jnp.float32(step_size)
+  eps_n = np.asarray(eps, np.float32)
+  step_n = np.asarray(step_size, np.float32)
+  per_ex = lambda v, chunk: jnp.asarray(v if v.ndim == 0 else v[chunk])
   variables, put = parallel.placement(variables, batch_size, mesh)
   total = restarts * int(robust.sum())
   bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
@@ -194,7 +220,8 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     rkey = jax.random.fold_in(key, r)
     for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
       ok = _attack_correct(apply_fn, variables, put(x[chunk]), put(y[chunk]),
-                           jax.random.fold_in(rkey, i), eps_a, step_a,
+                           jax.random.fold_in(rkey, i), per_ex(eps_n, chunk),
+                           per_ex(step_n, chunk),
                            attack=attack, steps=steps, norm=norm, loss=loss,
                            unroll=unroll)
       robust[chunk[:n]] &= parallel.to_host(ok)[:n]

@@ -167,8 +167,20 @@ def _read(source: StateDictSource) -> dict[str, np.ndarray]:
       raise ImportError(
           "Reading a torch.save file needs PyTorch: pip install "
           "'jaxadv[torch]' (or pass an already-loaded dict of arrays).") from e
-    source = torch.load(os.fspath(source), map_location="cpu",
-                        weights_only=True)
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"`source`: no such file {path!r}.")
+    try:
+      source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds  # pylint: disable=broad-except
+      kind = ("refused: it holds objects other than tensors and containers "
+              "(torch.load(weights_only=True) will not unpickle code); save "
+              "model.state_dict() instead"
+              if "Unsupported global" in str(e) else
+              "not a readable torch.save file (empty, truncated or "
+              "corrupted?)")
+      raise ValueError(f"`source` {path!r}: {kind} ({type(e).__name__}: "
+                       f"{str(e)[:200]}).") from e
   if isinstance(source, Mapping):
     for wrapper in ("state_dict", "model_state_dict", "model"):
       inner = source.get(wrapper)
@@ -316,5 +328,7 @@ def load_torch_state_dict(source: StateDictSource,
     node = variables.setdefault(collection, {})
     for n in names[:-1]:
       node = node.setdefault(n, {})
+    if not np.all(np.isfinite(converted)):
+      raise ValueError(f"`source` key {key!r} holds NaN or inf values.")
     node[names[-1]] = jnp.asarray(converted, dtype)
   return variables

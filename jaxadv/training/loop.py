@@ -117,6 +117,20 @@ def _check_not_diverged(first_bad: jax.Array, state: TrainState, b: int,
       f"learning rate, check the inputs for NaN/inf, or clip gradients.")
 
 
+def _warn_natural(state: TrainState, step_fn: StepFn) -> None:
+  """Warns when an adversarial step would silently train naturally."""
+  for name in getattr(step_fn, "requires", ()):
+    value = float(np.asarray(state.attack_params.get(name, 0.0)))
+    if value == 0.0:
+      what = ("trains on clean inputs (natural training)" if name == "eps"
+              else "never moves from its random start")
+      warnings.warn(
+          f"`state.attack_params[{name!r}]` is 0, so this adversarial "
+          f"training step {what}. Pass {name}=... (pixel units) to "
+          "training.create_train_state, or use training.natural_step().",
+          RuntimeWarning, stacklevel=3)
+
+
 def _validate_fit_args(state: TrainState, x, y, *, batch_size, num_batches,
                        checkpoint_every, seed, eval_fn=None,
                        eval_every=None, log_every=1) -> None:
@@ -597,6 +611,7 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
                      checkpoint_every=checkpoint_every, seed=seed,
                      eval_fn=eval_fn, eval_every=eval_every,
                      log_every=log_every)
+  _warn_natural(state, step_fn)
   if data_lib.num_batches(len(x), batch_size) == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
   state, run_step = _prepare_step(state, step_fn, batch_size=batch_size,

@@ -252,7 +252,8 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
               replays: Optional[int] = None,
               next_delta: Optional[NextDelta] = None,
               unroll: Optional[bool] = None,
-              augment: Optional[Augment] = None) -> StepFn:
+              augment: Optional[Augment] = None,
+              requires: tuple[str, ...] = ()) -> StepFn:
   """The one step skeleton every trainer is built from.
 
   Per step: `key = step_key(key, state)`; with `augment`, the batch's
@@ -281,6 +282,10 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
       images inside the step (e.g. `functools.partial(
       jaxadv.augment.crop_flip, padding=4)`); None = none, and the step's
       keys are exactly those without it.
+    requires: the `state.attack_params` the step needs non-zero ("eps",
+      "step_size"); `training.fit` warns when one is 0 (the step would
+      silently train naturally, or never leave its random start). Kept as
+      `step.requires`.
 
   Returns:
     `step(state, batch, key) -> (state, metrics)`; metrics "loss" and
@@ -319,6 +324,7 @@ def make_step(perturb: Perturb, *, regularizer: Optional[Regularizer] = None,
                                   unroll=unroll)
     return state, jax.tree.map(lambda v: v / replays, total)
 
+  step.requires = tuple(requires)
   return step
 
 
@@ -449,7 +455,8 @@ def pgd_at_step(*, steps: int, norm: str = "linf", random_start: bool = True,
   """
   _check_attack_options(norm, steps, unroll, attack_bn)
   return make_step(_pgd(steps=steps, norm=norm, random_start=random_start,
-                        unroll=unroll, attack_bn=attack_bn), augment=augment)
+                        unroll=unroll, attack_bn=attack_bn), augment=augment,
+                   requires=("eps", "step_size") if steps else ("eps",))
 
 
 def fgsm_rs_step(*, norm: str = "linf", attack_bn: str = "update",
@@ -489,7 +496,7 @@ def fgsm_rs_step(*, norm: str = "linf", attack_bn: str = "update",
                             eps=eps, step_size=step_size, norm=norm)
     return Perturbation(x, y, x_adv - x)
 
-  return make_step(perturb, augment=augment)
+  return make_step(perturb, augment=augment, requires=("eps", "step_size"))
 
 
 def _free_delta(state: TrainState, batch: Batch, key: jax.Array
@@ -546,7 +553,7 @@ def free_at_step(*, replays: int, unroll: Optional[bool] = None,
       when `state.delta` is missing or its shape differs from the batch's.
   """
   return make_step(_free_delta, replays=replays, next_delta=_free_ascent,
-                   unroll=unroll, augment=augment)
+                   unroll=unroll, augment=augment, requires=("eps",))
 
 
 def _check_alpha(alpha: float) -> None:
@@ -639,7 +646,8 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
                         jnp.concatenate([jnp.zeros_like(x), delta]),
                         mix=mix, weights=weights)
 
-  return make_step(perturb, augment=augment)
+  return make_step(perturb, augment=augment,
+                   requires=("eps", "step_size") if steps else ("eps",))
 
 
 def _bcast(lam: jax.Array, ndim: int) -> jax.Array:
