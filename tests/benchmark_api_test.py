@@ -25,8 +25,8 @@ def _noisy(apply, sigma=0.05):
       v, jnp.clip(x + sigma * jax.random.normal(key, x.shape), 0.0, 1.0))
 
 
-@pytest.mark.parametrize("jit", [
-    pytest.param(False, marks=pytest.mark.slow), True])
+@pytest.mark.slow
+@pytest.mark.parametrize("jit", [False, True])
 def test_eot_apgd_on_a_deterministic_model_equals_apgd(mnist_mlp, jit):
   apply, v, x, y = mnist_mlp
   logits_fn = lambda z: apply(v, z)
@@ -121,6 +121,7 @@ def test_as_apply_fn_keys_compile_once_per_function(mnist_mlp):
     evaluation.as_apply_fn(3)
 
 
+@pytest.mark.slow
 def test_benchmark_a_new_partial_does_not_recompile(mnist_mlp, capsys):
   apply, v, x, y = mnist_mlp
   traces = []

@@ -88,6 +88,7 @@ def test_per_example_eps_of_the_wrong_length_names_eps():
                                step_size=0.05, steps=2)
 
 
+@pytest.mark.slow
 def test_robust_accuracy_slices_a_per_example_eps_with_the_batches():
   x, y = _data(n=12)
   v = _variables()
