@@ -2,13 +2,18 @@
 
 import json
 import os
+import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import mixup_inference
 from experiments.configs import mi_mnist
+from experiments.mixup_inference import evaluate
 from experiments.mixup_inference import plan
+from jaxadv import defenses
 
 RESULT_KEYS = {"model", "defense", "attack", "targeted", "mode", "steps",
                "eps", "acc"}
@@ -39,12 +44,14 @@ def _tiny_config():
   config.adaptive.max_samples = 2
   config.adaptive.paper_num_partners = 2
   config.adaptive.paper_steps = (3,)
+  config.autoattack_rand.apgd_steps = 3
   config.analysis.lams = (0.5, 1.0)
   config.analysis.num_examples = 20
   return config
 
 
-@pytest.mark.slow  # ~2 min; .ci/run runs it after the default suite
+@pytest.mark.slow  # ~4.5 min on 2 busy cores; .ci/run runs it after the
+                   # default suite
 def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   config = _tiny_config()
   workdir = str(tmp_path)
@@ -70,8 +77,9 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   # 2 models x 5 defences: clean + (untargeted, targeted) PGD-3 at eps 0.05
   # + the sweep's extra eps 0.1, each oblivious and adaptive, plus the
   # paper's attack for the 3 MI defences at eps 0.05, plus the adaptive
-  # worst case of the 4 defences at the 3 settings.
-  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2 + 4 * 3)
+  # worst case of the 4 defences at the 3 settings, plus AutoAttack's rand
+  # version against the 4 randomized defences.
+  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2 + 4 * 3 + 4)
   # The worst case is the per-example AND of the attacks' verdicts, so it is
   # never above any of them, and it is recomputed exactly from the saved
   # per-example arrays.
@@ -88,6 +96,8 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
         ("pgd", "oblivious"), ("eot_pgd", "adaptive"),
         ("pgd_mixed_avg", "adaptive")) if key(r, a, m) in per_example.files]
     assert len(parts) >= 2
+    if not r["targeted"] and r["eps"] == config.eval.eps:  # + AA rand
+      parts.append(per_example[_pe_key(r, plan.RAND_ATTACK, "adaptive", 3)])
     assert r["acc"] == pytest.approx(np.mean(np.logical_and.reduce(parts)))
     for p in parts:
       assert r["acc"] <= np.mean(p) + 1e-9
@@ -112,6 +122,11 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
     details = json.load(f)
   auc = details["analysis"]["mixup"]["detection"]["mi_pl"]["auc_oblivious"]
   assert 0.0 <= auc <= 1.0
+  _check_rand_records(records, config,
+                      {k: per_example[k] for k in per_example.files},
+                      details["autoattack_rand"])
+  with open(os.path.join(workdir, "results.md")) as f:
+    assert "AutoAttack rand" in f.read()
 
   # Started again: everything is found on disk, nothing is recomputed.
   again = mixup_inference.train_and_evaluate(config, workdir)
@@ -160,3 +175,104 @@ def test_mnist_configs_set_the_committed_kernels_loops_and_chunks():
   assert config.eval.unroll is False and config.adaptive.unroll is False
   assert config.iat.unroll is False
   assert mi_mnist.get_config("quick").mi.chunk_size == 10
+
+
+def _pe_key(r, attack, mode, steps=None):
+  return "|".join(str(v) for v in (
+      r["model"], r["defense"], attack, r["targeted"], mode,
+      r["steps"] if steps is None else steps, r["eps"]))
+
+
+def _check_rand_records(records, config, per_example, rand_details):
+  """AutoAttack's rand version: one record per randomized defence and model,
+  untargeted at the main eps, never above its clean accuracy on the same
+  examples (a fresh draw), and every untargeted worst case there includes
+  its verdicts."""
+  eps, steps = float(config.eval.eps), config.autoattack_rand.apgd_steps
+  n = plan.rand_examples(config)
+  randomized = [d for d in config.defenses if d != "none"]
+  rand = {(r["model"], r["defense"]): r for r in records
+          if r["attack"] == plan.RAND_ATTACK}
+  assert set(rand) == {(m, d) for m in config.models for d in randomized}
+  for (m, d), r in rand.items():
+    assert (r["mode"], r["targeted"], r["steps"], r["eps"],
+            r["num_examples"]) == ("adaptive", False, steps, eps, n)
+    verdicts = per_example[_pe_key(r, plan.RAND_ATTACK, "adaptive")]
+    assert len(verdicts) == n and r["acc"] == pytest.approx(verdicts.mean())
+    assert r["acc"] <= rand_details[m][d]["clean_acc"] + 1e-9
+    assert rand_details[m][d]["num_examples"] == n
+  worst = [r for r in records if r["attack"] == "worst_case"
+           and not r["targeted"] and r["eps"] == eps]
+  assert {(r["model"], r["defense"]) for r in worst} == set(rand)
+  for r in worst:
+    verdicts = per_example[_pe_key(r, plan.RAND_ATTACK, "adaptive", steps)]
+    parts = [per_example[k] for k in (
+        _pe_key(r, a, mode) for a, mode in plan.WORST_CASE_OF)
+             if k in per_example]
+    k = r["num_examples"]
+    assert r["acc"] == pytest.approx(
+        np.mean(np.logical_and.reduce(parts + [verdicts[:k]])))
+    assert r["acc"] <= np.mean(verdicts[:k]) + 1e-9
+    if k == n:
+      assert r["acc"] <= rand[(r["model"], r["defense"])]["acc"] + 1e-9
+
+
+def test_capped_attack_sees_the_capped_defence_verdicts_the_full_one():
+  full = lambda v, x, k: jax.nn.softmax(v * jnp.stack([x, -x], -1), -1)
+  capped = lambda v, x, k: jax.nn.softmax(2 * v * jnp.stack([x, -x], -1), -1)
+  f = evaluate.log_probs_attacked_capped(full, capped)
+  x, key = jnp.array([0.3, -0.2]), jax.random.key(0)
+  np.testing.assert_allclose(f(1.0, x, key), jnp.log(full(1.0, x, key)),
+                             rtol=1e-5)
+  loss = lambda fn: lambda z: jnp.sum(fn(1.0, z, key)[:, 0])
+  value, grad = jax.value_and_grad(loss(f))(x)
+  ref_value, ref_grad = jax.value_and_grad(
+      loss(lambda v, z, k: jnp.log(capped(v, z, k) + 1e-12)))(x)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  np.testing.assert_allclose(grad, ref_grad, rtol=1e-5)
+
+
+def test_autoattack_rand_job_joins_the_adaptive_worst_case(mnist_mlp,
+                                                           tmp_path):
+  """The whole evaluation of one model (a small MNIST MLP) on 12 images:
+  the rand version runs against every randomized defence, on the examples
+  of the untargeted attacks, capped inside the attack, and joins the worst
+  case; a second call finds everything and recomputes nothing."""
+  apply, variables, x_test, y_test = mnist_mlp
+  config = _tiny_config()
+  config.defenses = ("none", "gaussian", "mi_ol")
+  config.eval.targeted = (False,)
+  config.eval.steps = (2,)
+  config.eval.examples_by_steps = ()
+  config.eval.num_examples = 12
+  config.eval.clean_examples = 12
+  config.eval.batch_size = 12
+  config.eval.sweep_steps = 2
+  config.eval.sweep_eps = (0.05,)
+  config.adaptive.paper_steps = ()
+  config.autoattack_rand.apgd_steps = 3
+  config.autoattack_rand.eot_samples = 2
+  config.autoattack_rand.max_samples = 2
+  config.models = ("mlp",)
+  pool = defenses.make_pool(x_test[100:400], y_test[100:400], size=100,
+                            key=jax.random.key(1), num_classes=10)
+  ev = evaluate.Evaluator(config, types.SimpleNamespace(apply=apply),
+                          variables, {"pl": pool, "ol": pool}, 0.5)
+  test = (x_test[:20], y_test[:20])
+  records, details = [], {}
+  per_example = plan.PerExample(str(tmp_path / "per_example.npz"))
+  run = lambda: evaluate.evaluate_model(
+      "mlp", ev, config, test, (y_test[:20] + 1) % 10, records, lambda: None,
+      jax.random.key(2), per_example, details.setdefault("mlp", {}))
+  timings = run()
+  assert {"autoattack_rand/gaussian/u3/0.05",
+          "autoattack_rand/mi_ol/u3/0.05"} <= set(timings)
+  _check_rand_records(records, config, per_example.arrays, details)
+  for d in ("gaussian", "mi_ol"):
+    assert details["mlp"][d]["max_samples"] == 2
+    assert details["mlp"][d]["attacked"]["apgd-ce"] <= 12
+  assert plan.PerExample(per_example.path).arrays.keys() == (
+      per_example.arrays.keys())
+  before = [dict(r) for r in records]
+  assert run() == {}  # resumed: nothing left to run
+  assert records == before

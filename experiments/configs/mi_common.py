@@ -93,6 +93,23 @@ def base_config() -> ml_collections.ConfigDict:
   config.adaptive = ml_collections.ConfigDict(dict(
       eot_samples=1, max_samples=8, unroll=False, paper_num_partners=5,
       paper_steps=(10, 50)))
+  # AutoAttack's "rand" version (Croce & Hein, 2020;
+  # `jaxadv.evaluation.evaluate_randomized`): APGD-CE then APGD-DLR,
+  # `apgd_steps` each, every iterate's loss and gradient averaged over
+  # `eot_samples` draws of the defence; against every randomized defence,
+  # untargeted at `eval.eps`, on the examples of the untargeted attacks there
+  # (the most of them, `plan.rand_examples`). Its verdicts (fresh draws of
+  # the deployed defence, as in AutoAttack) join the adaptive worst case of
+  # those settings. `max_samples` caps the defence's own draws inside the
+  # attack (None = its full N); the verdicts always use the full N. 1 = each
+  # of the 20 EOT draws is one draw of the defence's randomness (one mixed
+  # copy / one transform): 20 per iterate, against EOT-PGD's 8; the full N
+  # (30 for MI-OL, 50 for the baselines) would make every iterate 30-50x
+  # dearer, hours per model on CPU. `batch_size` None = as many inputs as
+  # keep the images per gradient of the EOT-PGD job.
+  config.autoattack_rand = ml_collections.ConfigDict(dict(
+      enabled=True, apgd_steps=100, eot_samples=20, max_samples=1,
+      batch_size=ml_collections.config_dict.placeholder(int)))
   # The analysis of Pang et al.: accuracy and F_y / F_y_hat against lam.
   config.analysis = ml_collections.ConfigDict(dict(
       lams=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), num_examples=500))
@@ -100,7 +117,9 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def make_quick(config: ml_collections.ConfigDict) -> None:
-  """Shrinks a config in place for a smoke run (< 5 minutes on 2 CPU cores)."""
+  """Shrinks a config in place for a smoke run (MNIST: 10 minutes on 2 CPU
+  cores shared with other jobs, 5 of them AutoAttack's rand version, mostly
+  its compilation)."""
   config.train_limit = 4000
   config.mixup.epochs = 2.0
   config.iat.epochs = 1.0
@@ -120,6 +139,8 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.adaptive.max_samples = 4
   config.adaptive.paper_num_partners = 2
   config.adaptive.paper_steps = (10,)
+  config.autoattack_rand.apgd_steps = 5
+  config.autoattack_rand.eot_samples = 2
   config.analysis.lams = (0.4, 0.6, 0.8, 1.0)
   config.analysis.num_examples = 100
 

@@ -9,7 +9,8 @@ PGD-10 protocol's time, which on MNIST was 27.5 minutes on 2 idle cores):
       --config=experiments/configs/mi_fashion_mnist.py --workdir=/tmp/mi_fmnist
 PGD-10 only (every defence, oblivious and adaptive, the eps sweep): append
 `:pgd10` to the config path.
-Smoke run (< 5 minutes on 2 CPU cores):
+AutoAttack's rand version (`config.autoattack_rand`) adds to both.
+Smoke run (about 10 minutes on 2 CPU cores, as MNIST's):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_fashion_mnist.py:quick --workdir=/tmp/q
 """

@@ -13,7 +13,11 @@ cores, both models trained from scratch:
 PGD-10 only (every defence, oblivious and adaptive, the eps sweep): append
 `:pgd10` to the config path (27.5 minutes in an earlier run, before the
 rotation baseline got faster).
-Smoke run (same pipeline, small budget, < 5 minutes on 2 CPU cores):
+The timings above predate AutoAttack's rand version (`config.autoattack_rand`:
+APGD-CE + APGD-DLR, 100 steps, EOT 20 against the 7 randomized defences on
+the 500 PGD-10 images), which adds to them.
+Smoke run (same pipeline, small budget; 10 minutes on 2 CPU cores shared
+with other jobs, 5 of them the rand version):
   python -m experiments.mixup_inference \
       --config=experiments/configs/mi_mnist.py:quick --workdir=/tmp/mi_quick
 """

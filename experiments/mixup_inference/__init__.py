@@ -10,13 +10,17 @@ targeted PGD-K, each **oblivious** (PGD on the base model, then the defence)
 and **adaptive** (EOT-PGD through the defence itself, gradients averaged
 over fresh draws of its randomness at every step). The paper's own adaptive
 attack (mean of PGD perturbations over mixed inputs) is added for the MI
-defences. Writes:
+defences, and AutoAttack's "rand" version (APGD-CE + APGD-DLR with EOT,
+`jaxadv.evaluation.evaluate_randomized`) for every randomized defence,
+untargeted at the main eps. Writes:
 
 * `WORKDIR/results.json`: records with keys model, defense, attack,
   targeted, mode, steps, eps, acc (`mode` is oblivious or adaptive; clean
-  accuracy has attack "none", steps 0, eps 0);
+  accuracy has attack "none", steps 0, eps 0; the rand version has attack
+  "apgd_rand", steps its APGD steps; the adaptive worst case "worst_case");
 * `WORKDIR/results.md`: the tables; `WORKDIR/details.json`: RIC, detection
-  gaps and their ROC-AUC, the lam analysis, timings;
+  gaps and their ROC-AUC, the lam analysis, timings, the rand version's
+  clean and per-attack accuracies;
 * plots: `acc_vs_lam.png`, `probs_vs_lam.png`, `acc_vs_eps.png`.
 
 Several hosts: the same command in every process with

@@ -17,6 +17,7 @@ from experiments.mixup_inference import plan
 from experiments.mixup_inference.plan import PerExample
 from jaxadv import attacks
 from jaxadv import defenses
+from jaxadv import evaluation
 from jaxadv import losses
 from jaxadv import parallel
 
@@ -76,6 +77,50 @@ def make_defense(name: str, config: ml_collections.ConfigDict, apply_fn,
   raise ValueError(f"unknown defense {name!r}; valid: {DEFENSE_NAMES}.")
 
 
+def copies(name: str, config: ml_collections.ConfigDict,
+           max_samples: int | None = None) -> int:
+  """Model forwards per input of one draw of defence `name` (its mixed
+  copies / transforms, capped at `max_samples` as in `make_defense`, plus
+  the base prediction MI-PL and MI-Combined take)."""
+  cap = (lambda n: n) if max_samples is None else (
+      lambda n: max(1, min(n, max_samples)))
+  bc, mc = config.baselines, config.mi
+  if name == "none":
+    return 1
+  if name in BASELINES:
+    return cap(bc.num_samples)
+  return {"mi_pl": cap(mc.pl_num_samples) + 1,
+          "mi_ol": cap(mc.ol_num_samples),
+          "mi_combined": (cap(mc.combined_num_samples_pl)
+                          + cap(mc.combined_num_samples_ol) + 1)}[name]
+
+
+def log_probs_attacked_capped(full: Callable, capped: Callable) -> Callable:
+  """`(variables, x, key) -> log-probabilities` of the defence `full`, whose
+  derivatives (and the value computed alongside them) are those of `capped`.
+
+  An attack that differentiates it (every APGD iterate: loss, gradient and
+  the misclassification check come from one `jax.grad` call) sees the capped
+  defence (at most `max_samples` of its draws, as `config.adaptive`); every
+  plain call (the clean and post-attack verdicts of
+  `jaxadv.evaluation.evaluate_randomized`) is the deployed defence. Same
+  key, same draws up to the cap.
+  """
+  log = lambda p: jnp.log(p + 1e-12)
+
+  @jax.custom_jvp
+  def f(variables, x, key):
+    return log(full(variables, x, key))
+
+  @f.defjvp
+  def f_jvp(primals, tangents):
+    variables, x, key = primals
+    return jax.jvp(lambda z: log(capped(variables, z, key)), (x,),
+                   (tangents[1],))
+
+  return f
+
+
 def _batched(fn: Callable, arrays: tuple, batch_size: int,
              put: Callable = np.asarray) -> np.ndarray:
   """Applies jitted `fn(index, *batch)` over fixed-size batches (last one
@@ -102,6 +147,8 @@ class Evaluator:
 
   def __init__(self, config, model, variables, pools, mi_ol_lam, mesh=None):
     self.config, self.model, self.variables = config, model, variables
+    self.host_variables = variables  # unreplicated (evaluate_randomized
+                                     # places them on the local devices)
     self.pools, self.mi_ol_lam = pools, mi_ol_lam
     self._cache: dict = {}
     self.put = np.asarray
@@ -182,6 +229,54 @@ class Evaluator:
     return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                           jnp.float32(eps)), (x, y))
 
+  def rand_apply_fn(self, defense: str) -> Callable:
+    """`(variables, x, key) -> log-probabilities` of `defense` for
+    AutoAttack's "rand" version; with `config.autoattack_rand.max_samples`,
+    the attack differentiates the capped defence and every verdict is the
+    deployed one (`log_probs_attacked_capped`). Cached: jit keys on it."""
+    cap = self.config.autoattack_rand.max_samples
+
+    def build():
+      full = self._defense(defense)
+      if cap is None:
+        return lambda v, x, k: jnp.log(full(v, x, k) + 1e-12)
+      return log_probs_attacked_capped(
+          full, self._defense(defense, max_samples=cap))
+    key = ("rand_fn", defense, cap)
+    if key not in self._cache:
+      self._cache[key] = build()
+    return self._cache[key]
+
+  def rand_batch_size(self, defense: str, n: int) -> int:
+    """`config.autoattack_rand.batch_size`, or (None) as many inputs as
+    keep the images per gradient of the EOT-PGD job (eval.batch_size x
+    adaptive eot_samples x max_samples copies): `eot_samples` draws of
+    `copies` each per input. At most `n`; a multiple of the local device
+    count where it is at least that."""
+    rc, ac = self.config.autoattack_rand, self.config.adaptive
+    ec = self.config.eval
+    if rc.get("batch_size"):
+      b = int(rc.batch_size)
+    else:
+      budget = ec.batch_size * ac.eot_samples * copies(
+          defense, self.config, ac.max_samples)
+      b = budget // (rc.eot_samples * copies(defense, self.config,
+                                              rc.max_samples))
+    b = max(1, min(b, n))
+    m = jax.local_device_count()
+    return b - b % m if b >= m else b
+
+  def autoattack_rand(self, defense, x, y, key, *, eps) -> dict:
+    """AutoAttack's "rand" version (`jaxadv.evaluation.evaluate_randomized`:
+    APGD-CE then APGD-DLR, EOT over `eot_samples` draws, verdicts on fresh
+    draws of the deployed defence) against `defense`, with x_adv."""
+    rc, unroll = self.config.autoattack_rand, self.config.adaptive.unroll
+    return evaluation.evaluate_randomized(
+        self.rand_apply_fn(defense), self.host_variables, x, y, key, eps=eps,
+        apgd_steps=rc.apgd_steps, eot_samples=rc.eot_samples,
+        batch_size=self.rand_batch_size(defense, len(x)), unroll=unroll,
+        return_adv=True)
+
   def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
     """Pang et al.'s adaptive attack: mean PGD perturbation on mixed inputs."""
     ac, mc = self.config.adaptive, self.config.mi
@@ -207,9 +302,13 @@ class Evaluator:
 
 def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
                    records: list, save: Callable, key,
-                   per_example: PerExample) -> dict:
+                   per_example: PerExample,
+                   rand_details: dict | None = None) -> dict:
   """Fills `records` for model `name` (skipping those already there) and
-  keeps every attack's per-example verdicts in `per_example`."""
+  keeps every attack's per-example verdicts in `per_example`; AutoAttack's
+  "rand" version also puts, per defence, its clean accuracy (a fresh draw
+  on its examples), per-attack accuracies and seconds into `rand_details`.
+  Returns the seconds per job."""
   ec = config.eval
   done = {plan._rkey(r) for r in records}
   x_clean, y_clean = test[0][:ec.clean_examples], test[1][:ec.clean_examples]
@@ -238,28 +337,58 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
       if (d in MI_DEFENSES and steps in config.adaptive.paper_steps
           and eps == float(ec.eps)):
         jobs.append(("paper", d, targeted, steps, eps))
+  if plan.rand_enabled(config):  # untargeted, at the main eps
+    jobs += [("autoattack_rand", d, False,
+              int(config.autoattack_rand.apgd_steps), float(ec.eps))
+             for d in config.defenses if d != "none"]
+
+  def examples(mode, steps):
+    return (plan.rand_examples(config) if mode == "autoattack_rand"
+            else plan.attack_examples(config, steps))
 
   def pending(job):
     mode, d, targeted, steps, eps = job
-    if mode == "oblivious":
+    if mode == "autoattack_rand":
+      recs = [plan.rand_record(name, d, config)]
+    elif mode == "oblivious":
       recs = [plan._record(name, dd, "pgd", targeted, "oblivious", steps, eps, 0)
               for dd in config.defenses]
     else:
       attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
       recs = [plan._record(name, d, attack, targeted, "adaptive", steps, eps, 0)]
-    n = plan.attack_examples(config, steps)
+    n = examples(mode, steps)
     return any(plan._rkey(r) not in done or r not in per_example
                or len(per_example.get(r)) != n for r in recs)
 
   jobs = [j for j in jobs if pending(j)]
   for i, (mode, d, targeted, steps, eps) in enumerate(
       tqdm.tqdm(jobs, desc=f"attacks on {name}", disable=not config.progress)):
-    n = plan.attack_examples(config, steps)
+    n = examples(mode, steps)
     x, y = test[0][:n], test[1][:n]
     y_att = targets_all[:n] if targeted else y
     akey = jax.random.fold_in(key, zlib.crc32(
         f"{mode}/{d}/{targeted}/{steps}".encode()) % 2**31)
     t0 = time.perf_counter()
+    if mode == "autoattack_rand":
+      res = ev.autoattack_rand(d, x, y, akey, eps=eps)
+      timings[f"{mode}/{d}/u{steps}/{eps}"] = time.perf_counter() - t0
+      _check_ball(res["x_adv"], x, eps)
+      rec = plan.rand_record(name, d, config, res["robust_acc"], n)
+      per_example.put(rec, res["robust"])
+      plan._upsert(records, done, rec)
+      if rand_details is not None:
+        rc = config.autoattack_rand
+        rand_details[d] = {
+            "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
+            "per_attack": res["per_attack"], "attacked": res["attacked"],
+            "seconds": res["seconds"], "num_examples": n,
+            "apgd_steps": int(rc.apgd_steps),
+            "eot_samples": int(rc.eot_samples),
+            "max_samples": rc.max_samples,
+            "batch_size": ev.rand_batch_size(d, n)}
+      per_example.save()
+      save()
+      continue
     if mode == "oblivious":
       x_adv = ev.oblivious(x, y_att, akey, eps=eps, steps=steps,
                            targeted=targeted)

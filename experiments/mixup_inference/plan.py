@@ -1,5 +1,7 @@
 """The evaluation plan: which attacks run on how many examples, the result
-records and their per-example verdicts, and the adaptive worst case."""
+records and their per-example verdicts, and the adaptive worst case (over
+oblivious PGD, EOT-PGD, Pang et al.'s attack and AutoAttack's "rand"
+version)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,34 @@ def attack_settings(config) -> list[tuple[bool, int, float]]:
   settings = [(t, s, float(ec.eps)) for t in ec.targeted for s in ec.steps]
   settings += [(False, int(ec.sweep_steps), float(e)) for e in ec.sweep_eps]
   return list(dict.fromkeys(settings))
+
+
+RAND_ATTACK = "apgd_rand"  # the record name of AutoAttack's "rand" version
+
+
+def rand_enabled(config) -> bool:
+  """Whether AutoAttack's "rand" version runs (`config.autoattack_rand`)."""
+  rc = config.get("autoattack_rand")
+  return rc is not None and bool(rc.enabled)
+
+
+def rand_examples(config) -> int:
+  """How many test examples AutoAttack's "rand" version runs on: the most
+  any untargeted attack at the main eps runs on (their first n are a prefix
+  of these, so its verdicts join every untargeted worst case there)."""
+  eps = float(config.eval.eps)
+  ns = [attack_examples(config, s) for t, s, e in attack_settings(config)
+        if not t and e == eps]
+  return max(ns) if ns else int(config.eval.num_examples)
+
+
+def rand_record(model, defense, config, acc=0.0,
+                num_examples: int | None = None) -> dict:
+  """The record of AutoAttack's "rand" version against `defense`: adaptive,
+  untargeted, at the main eps; `steps` = its APGD iterations."""
+  return _record(model, defense, RAND_ATTACK, False, "adaptive",
+                 config.autoattack_rand.apgd_steps, config.eval.eps, acc,
+                 num_examples)
 
 
 def _record(model, defense, attack, targeted, mode, steps, eps, acc,
@@ -86,7 +116,11 @@ class PerExample:
     os.replace(tmp, self.path)  # atomic: a kill leaves the old file whole
 
 
-# Attacks whose per-example verdicts make up the adaptive worst case.
+# Attacks whose per-example verdicts make up the adaptive worst case, at the
+# worst case's own (targeted, steps, eps). The untargeted settings at the
+# main eps also take AutoAttack's "rand" version (`rand_record`: one record
+# of its own step count, on `rand_examples` >= n examples; its first n
+# verdicts join).
 WORST_CASE_OF = (("pgd", "oblivious"), ("eot_pgd", "adaptive"),
                  ("pgd_mixed_avg", "adaptive"))
 
@@ -94,7 +128,8 @@ WORST_CASE_OF = (("pgd", "oblivious"), ("eot_pgd", "adaptive"),
 def worst_case_records(name: str, config, per_example: PerExample) -> list:
   """Adaptive `worst_case` records: an example counts as robust only if it
   survives every attack run against that defence (oblivious PGD on the base
-  model, EOT-PGD through the defence and, for MI, Pang et al.'s attack).
+  model, EOT-PGD through the defence, for MI Pang et al.'s attack and,
+  untargeted at the main eps, AutoAttack's "rand" version when enabled).
 
   An adaptive attacker knows the defence and may use any attack, per
   example; the oblivious one included. EOT alone can be weaker than the
@@ -112,6 +147,11 @@ def worst_case_records(name: str, config, per_example: PerExample) -> list:
       parts = [p for p in parts if p is not None and len(p) == n]
       if len(parts) < 2:
         continue
+      if (not targeted and eps == float(config.eval.eps)
+          and rand_enabled(config)):
+        rand = per_example.get(rand_record(name, d, config))
+        if rand is not None and len(rand) >= n:
+          parts.append(rand[:n])
       correct = np.logical_and.reduce(parts)
       out.append(_record(name, d, "worst_case", targeted, "adaptive", steps,
                          eps, float(np.mean(correct)), len(correct)))

@@ -31,18 +31,54 @@ def adaptive_acc(records, defense: str, **match) -> float | None:
               **match)
 
 
+def rand_acc(records, model: str, defense: str, eps: float,
+             steps: int | None = None) -> float | None:
+  """AutoAttack's "rand" version against `defense` (untargeted, at `eps`;
+  `steps` APGD steps, else any), or None (not run, or results from before
+  it)."""
+  match = dict(model=model, defense=defense, attack=plan.RAND_ATTACK,
+               mode="adaptive", targeted=False, eps=float(eps))
+  if steps is not None:
+    match["steps"] = int(steps)
+  return _acc(records, **match)
+
+
+def _rand_note(config) -> str:
+  """The rand version's budget, for the table's caption."""
+  rc = config.get("autoattack_rand")
+  if rc is None:
+    return ""
+  draws = ("the full defence" if rc.max_samples is None else
+           f"at most {rc.max_samples} of the defence's mixed copies / "
+           "transforms")
+  return (f" (APGD-CE + APGD-DLR, {rc.apgd_steps} steps each, every iterate "
+          f"averaged over {rc.eot_samples} draws, each of {draws}; verdicts "
+          "on fresh draws of the deployed defence)")
+
+
 def format_tables(records: list, config) -> str:
-  """Markdown: per model, the main table and the eps sweep."""
+  """Markdown: per model, the main table (with AutoAttack's "rand" version
+  beside the adaptive worst case) and the eps sweep."""
   ec = config.eval
   pct = lambda a: "-" if a is None else f"{100 * a:.1f}"
   lines = []
+  n_rand = plan.rand_examples(config)
   for model in config.models:
+    has_rand = any(r["attack"] == plan.RAND_ATTACK and r["model"] == model
+                   for r in records)
+    rand_col = has_rand or plan.rand_enabled(config)
     cols = [(t, s) for t in ec.targeted for s in ec.steps]
     lines.append(f"\n**{model} model, {config.dataset}, eps {ec.eps}** "
                  "(accuracy %, oblivious / adaptive; adaptive = per-example "
                  "worst case over oblivious PGD, EOT-PGD and Pang et al.'s "
-                 "attack; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
-                 "et al.'s adaptive attack alone)\n")
+                 "attack" + (", and in the untargeted columns AutoAttack's "
+                             "rand version" if has_rand else "") +
+                 "; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
+                 "et al.'s adaptive attack alone" +
+                 ("; AutoAttack rand = AutoAttack's rand version alone, "
+                  "untargeted" + _rand_note(config) + ": robust only if "
+                  "right clean and after each attack" if rand_col else "")
+                 + ")\n")
     def head(t, s):
       n = plan.attack_examples(config, s)
       return (f"{'targeted' if t else 'untargeted'} PGD-{s}" +
@@ -50,11 +86,18 @@ def format_tables(records: list, config) -> str:
     lines.append(f"Clean accuracy on {ec.clean_examples} test images, attacks "
                  f"on the first {ec.num_examples} (fewer where a column says "
                  "n).\n")
-    lines.append("| defence | clean | " + " | ".join(
-        head(t, s) for t, s in cols) + " |")
-    lines.append("|---" * (len(cols) + 2) + "|")
+    heads = [head(t, s) for t, s in cols]
+    if rand_col:
+      heads = ["AutoAttack rand" + (f" (n = {n_rand})" if n_rand !=
+                                    ec.num_examples else "")] + heads
+    lines.append("| defence | clean | " + " | ".join(heads) + " |")
+    lines.append("|---" * (len(heads) + 2) + "|")
     for d in config.defenses:
       row = [d, pct(_acc(records, model=model, defense=d, attack="none"))]
+      if rand_col:
+        rc = config.get("autoattack_rand")
+        row.append(pct(rand_acc(records, model, d, ec.eps,
+                                None if rc is None else rc.apgd_steps)))
       for t, s in cols:
         base = dict(model=model, defense=d, targeted=t, steps=s, eps=float(
             ec.eps))
@@ -68,7 +111,9 @@ def format_tables(records: list, config) -> str:
         row.append(cell)
       lines.append("| " + " | ".join(row) + " |")
     lines.append(f"\n**{model} model: untargeted PGD-{ec.sweep_steps} vs eps** "
-                 "(oblivious / adaptive worst case)\n")
+                 "(oblivious / adaptive worst case" +
+                 (f"; at eps {ec.eps} the worst case includes AutoAttack's "
+                  "rand version" if has_rand else "") + ")\n")
     lines.append("| defence | " + " | ".join(
         f"eps {e}" for e in ec.sweep_eps) + " |")
     lines.append("|---" * (len(ec.sweep_eps) + 1) + "|")

@@ -66,7 +66,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   records = common.load_records(results_path)
   details = common.json_load(details_path, {"analysis": {}, "timings": {},
                                             "train": {}})
-  save = lambda: common.write_results(workdir, records)  # noqa: E731
+
+  def save():  # the records, and the details the attacks add (rand version)
+    common.write_results(workdir, records)
+    common.json_dump(details, details_path)
+
   per_example = plan.PerExample(os.path.join(workdir, "per_example.npz"))
 
   for i, name in enumerate(config.models):
@@ -79,7 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                             config[name].mi_ol_lam, mesh)
     timings = evaluate.evaluate_model(
         name, ev, config, test, targets, records, save,
-        jax.random.fold_in(key, 200 + i), per_example)
+        jax.random.fold_in(key, 200 + i), per_example,
+        details.setdefault("autoattack_rand", {}).setdefault(name, {}))
     details["timings"].setdefault(name, {}).update(timings)
     if name not in details["analysis"]:
       details["analysis"][name] = evaluate.analyse(
