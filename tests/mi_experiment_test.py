@@ -232,6 +232,7 @@ def test_capped_attack_sees_the_capped_defence_verdicts_the_full_one():
   np.testing.assert_allclose(grad, ref_grad, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~50-80 s
 def test_autoattack_rand_job_joins_the_adaptive_worst_case(mnist_mlp,
                                                            tmp_path):
   """The whole evaluation of one model (a small MNIST MLP) on 12 images:
