@@ -16,7 +16,7 @@ On any one checkpoint, an orbax checkpoint of `jaxadv.training.fit` (its
 
 (`--config` defaults to experiments/configs/robust_eval.py; append `:quick`
 to it for small budgets; `--config.eps` defaults to the dataset's
-`DEFAULT_EPS`: 0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR-10.)
+`evaluation.DEFAULT_EPS`: 0.3 MNIST, 0.1 Fashion-MNIST, 8/255 CIFAR-10.)
 
 train_workdir mode restores each method of `config.methods` from the
 checkpoints of an `experiments.robust_training` workdir (training it there
@@ -52,7 +52,6 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from experiments.configs import robust_eval as robust_eval_config
 from experiments.configs import robust_mnist
 from jaxadv import data
 from jaxadv import evaluation
@@ -63,18 +62,15 @@ ATTACK_COLUMNS = ("clean_acc", "fgsm_acc", "pgd_acc", "apgd_ce_acc",
                   "pgd_or_ensemble_acc")
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
                  "cifar10": "CIFAR-10", "cifar10_jpeg": "CIFAR-10 (JPEG)"}
-DEFAULT_EPS = robust_eval_config.DEFAULT_EPS
+# The default L-inf eps per dataset (the one table: jaxadv.evaluation's).
+DEFAULT_EPS = {d: e for (d, norm), e in evaluation.DEFAULT_EPS.items()
+               if norm == "linf"}
 TORCH_EXTENSIONS = (".pt", ".pth")
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               "configs", "robust_eval.py")
 
 
-def _fmt(v: float) -> str:
-  """A step or eps: 4 significant digits, plus `k/255` when it is one."""
-  k = round(v * 255)
-  if k and abs(v * 255 - k) < 1e-6:
-    return f"{k}/255"
-  return f"{v:.4g}"
+_fmt = evaluation.format_eps
 
 
 def _evaluate_method(name: str, model, variables, x, y, key,

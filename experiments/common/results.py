@@ -12,10 +12,8 @@ multi-host runs only process 0 writes.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -23,15 +21,10 @@ from typing import Any, Iterable, Optional, Sequence
 
 import jax
 
+from jaxadv import evaluation
+
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-
-
-def _version(package: str) -> Optional[str]:
-  try:
-    return importlib.metadata.version(package)
-  except importlib.metadata.PackageNotFoundError:
-    return None
 
 
 def _git(*args: str) -> Optional[str]:
@@ -45,29 +38,17 @@ def _git(*args: str) -> Optional[str]:
 
 @functools.lru_cache(maxsize=None)
 def environment() -> dict:
-  """Where the numbers come from: versions, backend, devices, commit.
+  """Where the numbers come from: `jaxadv.evaluation.environment()` (versions,
+  backend, devices) plus the commit.
 
   Returns:
-    {"python", "platform", "processor", "cpu_count", "jax", "jaxlib",
-    "flax", "optax", "backend", "device_kinds", "device_count",
-    "local_device_count", "process_count", "git_commit", "git_dirty"}
-    (`git_commit` None outside a git checkout; `git_dirty` whether tracked
-    files differed from it).
+    That dict with "git_commit" (None outside a git checkout) and
+    "git_dirty" (whether tracked files differed from it).
   """
   commit = _git("rev-parse", "HEAD")
   dirty = _git("status", "--porcelain", "--untracked-files=no")
-  return {
-      "python": platform.python_version(), "platform": platform.platform(),
-      "processor": platform.processor(), "cpu_count": os.cpu_count(),
-      "jax": jax.__version__, "jaxlib": _version("jaxlib"),
-      "flax": _version("flax"), "optax": _version("optax"),
-      "backend": jax.default_backend(),
-      "device_kinds": sorted({d.device_kind for d in jax.devices()}),
-      "device_count": jax.device_count(),
-      "local_device_count": jax.local_device_count(),
-      "process_count": jax.process_count(),
-      "git_commit": commit or None,
-      "git_dirty": None if dirty is None else bool(dirty)}
+  return {**evaluation.environment(), "git_commit": commit or None,
+          "git_dirty": None if dirty is None else bool(dirty)}
 
 
 def json_dump(obj: Any, path: str) -> None:

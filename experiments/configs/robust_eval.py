@@ -13,7 +13,7 @@ Two modes (set exactly one of `train_workdir` and `checkpoint`):
   (`.pt` / `.pth`, `torch.save(model.state_dict(), path)`, read with
   `jaxadv.models.load_torch_state_dict`). `model` (a
   `jaxadv.models.get_model` name) and `dataset` (a `jaxadv.data` name) are
-  required; `eps` defaults per dataset (`DEFAULT_EPS`: 0.3 MNIST, 0.1
+  required; `eps` defaults per dataset (`jaxadv.evaluation.DEFAULT_EPS`: 0.3 MNIST, 0.1
   Fashion-MNIST, 8/255 CIFAR-10). From an orbax checkpoint the "best"
   parameters (early stopping, `fit(select=...)`) are used when the
   checkpoint holds them, else the latest; the optimizer state is never read.
@@ -46,11 +46,6 @@ Any checkpoint (`--config` defaults to this file; `:quick` for small budgets):
 
 import ml_collections
 
-# The default L-inf eps (pixel units, images in [0, 1]) of checkpoint mode.
-DEFAULT_EPS = {"mnist": 0.3, "fashion_mnist": 0.1, "cifar10": 8 / 255,
-               "cifar10_jpeg": 8 / 255}
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The default config; `arg="quick"` shrinks every budget for smoke runs."""
   placeholder = ml_collections.config_dict.placeholder
@@ -63,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.methods = ("fgsm_rs", "pgd")
   # checkpoint mode: the checkpoint (orbax folder or .pt/.pth file), its
   # architecture (`jaxadv.models.get_model` name, built with the dataset's
-  # num_classes and `kernels`), the dataset, eps (None = DEFAULT_EPS[dataset]),
+  # num_classes and `kernels`), the dataset, eps (None = the dataset's L-inf default),
   # the data folders (None = jaxadv.data's defaults, $JAXADV_DATA_DIR) and
   # the attack loops' form (None = the backend default).
   config.checkpoint = placeholder(str)

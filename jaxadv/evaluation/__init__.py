@@ -5,10 +5,12 @@ from jaxadv.evaluation.autoattack import RAND
 from jaxadv.evaluation.autoattack import STANDARD
 from jaxadv.evaluation.autoattack import evaluate_randomized
 from jaxadv.evaluation.autoattack import evaluate_robustness
+from jaxadv.evaluation.benchmark import DEFAULT_EPS
 from jaxadv.evaluation.benchmark import as_apply_fn
 from jaxadv.evaluation.benchmark import benchmark
 from jaxadv.evaluation.benchmark import environment
 from jaxadv.evaluation.benchmark import format_benchmark
+from jaxadv.evaluation.benchmark import format_eps
 from jaxadv.evaluation.report import SanityCheck
 from jaxadv.evaluation.report import evaluate
 from jaxadv.evaluation.report import sanity_checks

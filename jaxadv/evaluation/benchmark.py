@@ -41,14 +41,14 @@ from jaxadv import validation
 from jaxadv.evaluation import autoattack
 from jaxadv.evaluation import report
 
-__all__ = ["THREAT_MODELS", "VERSIONS", "as_apply_fn", "benchmark",
-           "environment", "format_benchmark"]
+__all__ = ["DEFAULT_EPS", "THREAT_MODELS", "VERSIONS", "as_apply_fn",
+           "benchmark", "environment", "format_benchmark", "format_eps"]
 
 # RobustBench's threat-model names -> jaxadv norms.
 THREAT_MODELS = {"Linf": "linf", "L2": "l2"}
 VERSIONS = ("standard", "rand", "apgd-t+square")
-# Default eps per dataset and threat model (RobustBench's and the papers').
-_DEFAULT_EPS = {("mnist", "linf"): 0.3, ("fashion_mnist", "linf"): 0.1,
+# Default eps per (dataset, norm) (RobustBench's and the papers').
+DEFAULT_EPS = {("mnist", "linf"): 0.3, ("fashion_mnist", "linf"): 0.1,
                 ("cifar10", "linf"): 8 / 255, ("cifar10_jpeg", "linf"): 8 / 255,
                 ("cifar10", "l2"): 0.5, ("cifar10_jpeg", "l2"): 0.5,
                 ("mnist", "l2"): 2.0, ("fashion_mnist", "l2"): 1.5}
@@ -188,9 +188,13 @@ def environment() -> dict:
       "process_count": jax.process_count()}
 
 
-def _eps_text(eps: float) -> str:
-  k = eps * 255
-  return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and k >= 1 else f"{eps:g}"
+def format_eps(v: float) -> str:
+  """An eps or step for display: `k/255` when it is one, else 4 significant
+  digits."""
+  k = round(v * 255)
+  if k and abs(v * 255 - k) < 1e-6:
+    return f"{k}/255"
+  return f"{v:.4g}"
 
 
 def format_benchmark(result: dict) -> str:
@@ -199,7 +203,7 @@ def format_benchmark(result: dict) -> str:
   lines = [
       f"{result['model']} on {result['dataset']} "
       f"({result['n_examples']} test examples), {result['threat_model']} "
-      f"eps = {_eps_text(result['eps'])}, version '{result['version']}'"
+      f"eps = {format_eps(result['eps'])}, version '{result['version']}'"
       + (f" (EOT over {result['eot_samples']} draws)"
          if result.get("eot_samples") else ""), "",
       "| attack | robust accuracy % (cumulative) | examples attacked | s |",
@@ -326,10 +330,10 @@ def benchmark(model: Union[nn.Module, Callable[..., jax.Array]],
     validation.check_count(n_examples, "n_examples", 1)
   name, x, y = _load(dataset, n_examples, data_dir, manual_dir)
   if eps is None:
-    if (name, norm) not in _DEFAULT_EPS:
+    if (name, norm) not in DEFAULT_EPS:
       raise ValueError(f"no default `eps` for dataset {name!r} and "
                        f"threat_model {threat_model!r}; pass eps=.")
-    eps = _DEFAULT_EPS[(name, norm)]
+    eps = DEFAULT_EPS[(name, norm)]
   validation.check_nonnegative(eps, "eps")
   apply_fn, variables = as_apply_fn(model, variables)
   key = jax.random.key(0) if key is None else key
