@@ -198,6 +198,23 @@ def test_evaluate_robustness_attacks_only_survivors_and_is_seeded(mnist_mlp):
   assert again["per_attack"] == res["per_attack"]
 
 
+def test_fitted_batches_give_the_same_verdicts_for_a_deterministic_attack(
+    mnist_mlp):
+  # FAB-T from the clean image draws nothing at random, so how the survivors
+  # are batched must not change any verdict.
+  apply, variables, x, y = mnist_mlp
+  x, y = x[:150], y[:150]
+  kw = dict(eps=0.05, attack_names=("fab-t",), num_targets=2, fab_steps=5,
+            batch_size=64)
+  fitted = evaluation.evaluate_robustness(apply, variables, x, y,
+                                          jax.random.key(0), **kw)
+  fixed = evaluation.evaluate_robustness(apply, variables, x, y,
+                                         jax.random.key(0), fit_batches=False,
+                                         **kw)
+  np.testing.assert_array_equal(fitted["fooled_by"], fixed["fooled_by"])
+  assert 0.0 < fitted["robust_acc"] < fitted["clean_acc"]
+
+
 def test_evaluate_robustness_rejects_bad_options(mnist_mlp):
   apply, variables, x, y = mnist_mlp
   with pytest.raises(ValueError, match="`attack_names` must be one of"):

@@ -30,7 +30,7 @@ def _reference_projection(t, w, b, norm):
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-@pytest.mark.parametrize("dim", [1, 7, 64])
+@pytest.mark.parametrize("dim", [1, 7, 64, 784])
 def test_projection_is_the_exact_minimiser(norm, dim):
   rng = np.random.default_rng(dim)
   batch = 40
@@ -58,6 +58,27 @@ def test_projection_is_the_exact_minimiser(norm, dim):
       np.testing.assert_allclose(d[i], want, atol=2e-6)
       np.testing.assert_allclose(w[i] @ (t[i] + d[i]), b[i], atol=1e-4)
     assert reached >= batch // 4
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_edge_cases(norm):
+  t = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 5)), jnp.float32)
+  w = jnp.asarray([[0.0] * 5, [1.0, -2.0, 0.0, 3.0, 0.5], [0.25] * 5],
+                  jnp.float32)
+  on_plane = jnp.sum(w * t, 1)
+  # w = 0, or t already on its plane: no move at all.
+  d = attacks.project_hyperplane(t, w, on_plane, norm=norm)
+  np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-30)
+  # Out of the box's reach: every active coordinate goes to its bound.
+  far = on_plane.at[1].add(1e3)
+  d = np.asarray(attacks.project_hyperplane(t, w, far, norm=norm))
+  want = np.where(np.asarray(w[1]) > 0, 1.0, 0.0) - np.asarray(t[1])
+  want[2] = 0.0
+  np.testing.assert_allclose(d[1], want, atol=1e-7)
+  # The input dtype is kept.
+  d16 = attacks.project_hyperplane(t.astype(jnp.float16), w.astype(
+      jnp.float16), on_plane.astype(jnp.float16), norm=norm)
+  assert d16.dtype == jnp.float16
 
 
 def test_projection_checks_shapes():

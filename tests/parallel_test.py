@@ -147,6 +147,25 @@ def test_make_mesh_and_shard_batch_checks():
   assert placed["x"].sharding == parallel.batch_sharding(mesh)
 
 
+@pytest.mark.parametrize("batch_size, multiple", [(500, 1), (500, 2),
+                                                   (64, 4), (7, 2), (1, 1)])
+def test_fitted_batch_size_fits_with_the_fewest_batches(batch_size, multiple):
+  sizes = set()
+  for n in range(1, 3 * batch_size + 2):
+    size = parallel.fitted_batch_size(n, batch_size, multiple=multiple)
+    sizes.add(size)
+    assert 1 <= size <= batch_size
+    assert -(-n // size) == -(-n // batch_size)  # no extra batch
+    if -(-size // multiple) * multiple <= batch_size:
+      assert size % multiple == 0 or size == batch_size
+  assert len(sizes) <= 16
+  # 620 survivors at batch 500: two batches of 314, not two of 500.
+  assert parallel.fitted_batch_size(620, 500, multiple=2) == 314
+  assert parallel.fitted_batch_size(620, 500, buckets=1) == 500
+  with pytest.raises(ValueError, match="`n`"):
+    parallel.fitted_batch_size(0, 500)
+
+
 def test_ring_allreduce_formula_and_hlo_byte_count():
   from experiments import scaling
   # 2 (n - 1) / n * bytes / bandwidth: 8 devices, 1 GB at 1 GB/s = 1.75 s.

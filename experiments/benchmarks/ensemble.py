@@ -84,9 +84,11 @@ DIFFERENCES = (
     "attack call (per batch); jaxadv folds its key per attack, target and "
     "batch. The two chains draw different random starts, so their robust "
     "accuracies differ by sampling as well as by algorithm.",
-    "Batching: jaxadv pads the last batch of every attack (and of every "
-    "target) to the fixed batch size and spreads each batch over the host's "
-    "XLA devices; torchattacks runs the ragged last batch as it is.",
+    "Batching: jaxadv splits each attack's (and each target's) survivors "
+    "into the fewest batches of at most the batch size, each padded to one "
+    "of 16 sizes (`parallel.fitted_batch_size`; 625 survivors run as two "
+    "batches of 314), and spreads each batch over the host's XLA devices; "
+    "torchattacks runs full batches and the ragged last one as it is.",
     "APGD: torchattacks' APGD/APGDT are the first AutoAttack release's "
     "autopgd_pt.py (same schedule: 2 eps first step, checkpoints at "
     "0.22/0.06/0.03 of the steps, momentum 0.75, rho 0.75); fra31's current "

@@ -10,8 +10,8 @@ and the same 1,000 MNIST test images, in one process. Bar (issue #20):
 jaxadv's whole chain, compile included, >= 2x faster, at a robust accuracy
 at most 0.5 points above torchattacks'.
 
-Run (writes WORKDIR/benchmark.json and WORKDIR/benchmark.md; about 10-25
-minutes on 2 CPU cores):
+Run (writes WORKDIR/benchmark.json and WORKDIR/benchmark.md; about 6
+minutes on 2 idle CPU cores):
   pip install -e ".[bench]"     # torch (CPU), torchattacks
   python -m experiments.benchmarks \
       --config=experiments/configs/benchmark_ensemble.py \

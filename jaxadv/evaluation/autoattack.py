@@ -13,8 +13,9 @@ attack. `evaluate_randomized` is AutoAttack's "rand" version for randomized
 defences (APGD-CE and APGD-DLR with Expectation over Transformation over 20
 draws).
 
-Batching reuses `jaxadv.evaluation.robust`: fixed-size padded batches (one
-compilation per attack), `eps` traced, batches spread over local devices.
+Batching: the survivors of each attack run in padded batches of at most
+`batch_size`, sized to them from a few sizes (`fit_batches`), `eps`
+traced, batches spread over local devices.
 """
 
 from __future__ import annotations
@@ -121,8 +122,13 @@ def _predict_randomized(apply_fn, variables, x, key):
 
 def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
                y: np.ndarray, key: jax.Array, correct: np.ndarray, eps, *,
-               batch_size: int, progress: bool, return_adv: bool) -> dict:
+               batch_size: int, fit_batches: bool, progress: bool,
+               return_adv: bool) -> dict:
   """Runs `chain` = [(name, jitted fn, target ranks)] on the survivors.
+
+  Each round's survivors run in batches of `batch_size`, or with
+  `fit_batches` of `parallel.fitted_batch_size` (fewer padded examples, a
+  compilation per new size).
 
   Attack `a` uses `fold_in(key, a)`, its target rank `r` `fold_in(., r)`
   and its batch `b` `fold_in(., b)`. Updates `correct` in place.
@@ -131,7 +137,7 @@ def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
          "attacks": [name for name, _, _ in chain]}
   fooled_by = np.where(correct, -1, 0)
   x_adv = np.array(x, copy=True) if return_adv else None
-  variables, put = parallel.placement(variables, batch_size)
+  placed = {}   # batch size -> (placed variables, put)
   eps_a = jnp.float32(eps)
   for a, (name, fn, ranks) in enumerate(chain):
     t0 = time.perf_counter()
@@ -140,12 +146,19 @@ def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
       idx = np.nonzero(correct)[0]
       if len(idx) == 0:
         break
+      size = batch_size
+      if fit_batches:
+        size = parallel.fitted_batch_size(
+            len(idx), batch_size, multiple=jax.local_device_count())
+      if size not in placed:
+        placed[size] = parallel.placement(variables, size)
+      pvars, put = placed[size]
       rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
       bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
                  desc=name + (f" target {r + 1}" if ranks > 1 else ""),
                  mininterval=1.0)
-      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
-        ok, adv = fn(apply_fn, variables, put(x[chunk]), put(y[chunk]),
+      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, size)):
+        ok, adv = fn(apply_fn, pvars, put(x[chunk]), put(y[chunk]),
                      jax.random.fold_in(rkey, i), eps_a, jnp.int32(r))
         ok = np.asarray(ok)[:n]
         real = chunk[:n]
@@ -176,6 +189,7 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                         num_targets: int = 9, fab_steps: int = 100,
                         fab_restarts: int = 1, square_queries: int = 5000,
                         square_p_init: float = 0.8, batch_size: int = 500,
+                        fit_batches: bool = True,
                         unroll: Optional[bool] = None,
                         progress: bool = False,
                         return_adv: bool = False) -> dict:
@@ -209,7 +223,13 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     fab_restarts: FAB-T runs per target (1 in AutoAttack's standard).
     square_queries: Square's query budget (5000 in AutoAttack).
     square_p_init: Square's initial square fraction (0.8).
-    batch_size: fixed attack batch size (the last batch is padded).
+    batch_size: the largest attack batch (a batch short of it is padded).
+    fit_batches: True (default): each attack (and each target) runs its
+      survivors in the fewest batches of at most `batch_size`, each only as
+      large as needed, from 16 sizes (`jaxadv.parallel.fitted_batch_size`;
+      a compilation per new size); False: every batch is `batch_size` (one
+      compilation per attack, more padding). The key of batch `b` depends
+      on which examples it holds, so the two draw different random starts.
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
     progress: progress bars.
@@ -267,8 +287,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
       ranks = min(num_targets, num_classes - 1)
     chain.append((name, fn, ranks))
   out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
-                   batch_size=batch_size, progress=progress,
-                   return_adv=return_adv)
+                   batch_size=batch_size, fit_batches=fit_batches,
+                   progress=progress, return_adv=return_adv)
   return {"clean_acc": clean_acc, **out}
 
 
@@ -278,6 +298,7 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
                         attack_names: Sequence[str] = RAND,
                         apgd_steps: int = 100, apgd_restarts: int = 1,
                         eot_samples: int = 20, batch_size: int = 500,
+                        fit_batches: bool = True,
                         unroll: Optional[bool] = None,
                         progress: bool = False,
                         return_adv: bool = False) -> dict:
@@ -306,7 +327,8 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
     apgd_steps: APGD iterations (100).
     apgd_restarts: APGD restarts (1).
     eot_samples: draws averaged per iterate (20).
-    batch_size: fixed attack batch size (the last batch is padded).
+    batch_size: the largest attack batch (a batch short of it is padded).
+    fit_batches: as `evaluate_robustness`.
     unroll: as `evaluate_robustness`.
     progress: progress bars.
     return_adv: as `evaluate_robustness`.
@@ -346,6 +368,6 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
       restarts=apgd_restarts, norm=norm, eot_samples=eot_samples,
       unroll=unroll), 1) for name in attack_names]
   out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
-                   batch_size=batch_size, progress=progress,
-                   return_adv=return_adv)
+                   batch_size=batch_size, fit_batches=fit_batches,
+                   progress=progress, return_adv=return_adv)
   return {"clean_acc": clean_acc, **out, "eot_samples": eot_samples}

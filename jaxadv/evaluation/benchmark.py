@@ -291,7 +291,7 @@ def benchmark(model: Union[nn.Module, Callable[..., jax.Array]],
     eps: budget in pixel units; default per dataset (L-inf: MNIST 0.3,
       Fashion-MNIST 0.1, CIFAR-10 8/255; L2: 2.0, 1.5, 0.5).
     n_examples: how many test examples (None = all).
-    batch_size: attack batch size (the last batch is padded).
+    batch_size: the largest attack batch (see `evaluate_robustness`).
     version: "standard", "rand" or "apgd-t+square".
     key: PRNG key (default `jax.random.key(0)`).
     checks: run the sanity checks (`jaxadv.evaluation.sanity_checks`:
