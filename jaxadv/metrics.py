@@ -14,11 +14,17 @@
     "accuracy", ...), "eps" (the attack budget after the eps ramp),
     "learning_rate" (when `fit` knows the schedule) and "step_seconds"
     (training wall time per minibatch since the previous line).
-  * `{"kind": "epoch" | "eval", "step": b, "wall_time": t, "scalars": {...},
-    "record": {...}}`: one per history record of `fit` (a pass over the
-    data, or one `eval_fn` call); `record` is the record itself, `scalars`
-    its numbers plus "eps", "learning_rate" and "train_seconds". A pass's
-    line is written before the checkpoint that ends it.
+  * `{"kind": "epoch" | "eval" | "guard" | "collapse", "step": b,
+    "wall_time": t, "scalars": {...}, "record": {...}}`: one per history
+    record of `fit` (a pass over the data, one `eval_fn` call, one
+    `CollapseGuard` check, a detected collapse); `record` is the record
+    itself, `scalars` its numbers plus "eps", "learning_rate" and
+    "train_seconds". A pass's line is written before the checkpoint that
+    ends it.
+  * `{"kind": "rollback", "step": b, "wall_time": t}`: a `CollapseGuard`
+    rolled training back to batch `b`; like a restart, the lines before it
+    with a `step` above `b` (the collapsed stretch) no longer count, and
+    the "collapse" line that follows it records what was found.
 
 * `events.out.tfevents.*`: the same scalars as TensorBoard event files
   (written with tensorboardX, no TensorFlow), tag `"<kind>/<name>"` (e.g.
@@ -46,10 +52,11 @@ import numpy as np
 
 #: The JSON-lines file in a metrics folder.
 JSONL = "metrics.jsonl"
-#: Line kinds that mark a (re)start of training.
-RESTARTS = ("start", "resume")
+#: Line kinds that mark a (re)start of training (a `CollapseGuard`'s
+#: rollback is one: training goes on from an earlier batch).
+RESTARTS = ("start", "resume", "rollback")
 #: Line kinds that carry a `fit` history record.
-RECORD_KINDS = ("epoch", "eval")
+RECORD_KINDS = ("epoch", "eval", "guard", "collapse")
 
 
 def _to_scalar(v: Any) -> Optional[float]:
@@ -134,6 +141,12 @@ class MetricWriter:
     self._line({"kind": "resume" if start_step else "start",
                 "step": int(start_step), "wall_time": time.time()})
 
+  def rollback(self, step: int) -> None:
+    """Marks that training goes on from batch `step` again (the lines of
+    later batches written so far stop counting)."""
+    self._line({"kind": "rollback", "step": int(step),
+                "wall_time": time.time()})
+
   def _line(self, obj: dict) -> None:
     self._file.write(json.dumps(obj) + "\n")
     self._file.flush()  # a SIGKILL loses no written line
@@ -141,7 +154,7 @@ class MetricWriter:
   def write(self, kind: str, step: int, scalars: Mapping[str, Any],
             record: Optional[Mapping[str, Any]] = None) -> None:
     """One line of `kind` at `step`: its `scalars` (numbers; others are
-    dropped) and, for "epoch"/"eval", the history `record`."""
+    dropped) and, for the `RECORD_KINDS`, the history `record`."""
     t = time.time()
     values = numeric(scalars)
     obj = {"kind": kind, "step": int(step), "wall_time": t,
@@ -243,7 +256,7 @@ def read(path: str, *, restarts: bool = False) -> list[dict]:
 
 
 def history(path: str, upto: Optional[int] = None) -> list[dict]:
-  """The `fit` history records ("epoch" and "eval" lines) in effect, in
+  """The `fit` history records (the `RECORD_KINDS` lines) in effect, in
   order; with `upto`, only those of batches `<= upto`."""
   return [dict(l["record"]) for l in read(path)
           if l["kind"] in RECORD_KINDS and "record" in l and

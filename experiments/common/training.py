@@ -113,6 +113,16 @@ STEPS: dict[str, Step] = {
         alpha=c["alpha"], steps=c["steps"], adv_ratio=c["adv_ratio"],
         unroll=_unroll(c), augment=augmentation(c)), _ONE,
                 lambda c: c["steps"] + 2),
+    # N-FGSM (de Jorge et al., 2022): noise U(-k eps, k eps), no projection.
+    "n_fgsm": Step(lambda c: training.n_fgsm_step(
+        noise=c.get("noise", 2.0), clip=c.get("clip"),
+        attack_bn=_attack_bn(c), augment=augmentation(c)), _ONE,
+                   lambda c: 2),
+    # GradAlign (Andriushchenko & Flammarion, 2020): FGSM + the alignment
+    # penalty; its double backprop costs about three more passes.
+    "grad_align": Step(lambda c: training.grad_align_step(
+        lam=c["grad_align_lambda"], attack_bn=_attack_bn(c),
+        augment=augmentation(c)), _ONE, lambda c: 5),
     # VAT's eps comes from `state.attack_params` (traced).
     "vat": Step(lambda c: training.vat_step(
         xi=c["xi"], iterations=c["iterations"], alpha=c["alpha"]), _ONE,

@@ -1,5 +1,6 @@
 """Training: the shared step skeleton, trainers (VAT included), optimizers, schedules, the loop."""
 
+from jaxadv.training.loop import CollapseGuard
 from jaxadv.training.loop import TrainResult
 from jaxadv.training.loop import TrainingDivergedError
 from jaxadv.training.loop import fit
@@ -31,6 +32,11 @@ from jaxadv.training.steps import mixup_step
 from jaxadv.training.steps import natural_step
 from jaxadv.training.steps import pgd_at_step
 from jaxadv.training.steps import step_key
+from jaxadv.training.single_step import fgsm_perturbation
+from jaxadv.training.single_step import grad_align_penalty
+from jaxadv.training.single_step import grad_align_step
+from jaxadv.training.single_step import n_fgsm_perturbation
+from jaxadv.training.single_step import n_fgsm_step
 from jaxadv.training.vat import kl_divergence
 from jaxadv.training.vat import lds_regularizer
 from jaxadv.training.vat import lds_loss

@@ -25,7 +25,7 @@ import dataclasses
 import os
 import time
 import warnings
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +63,13 @@ class TrainResult:
       checkpointing, `epoch_fn` and `eval_fn`.
     compile_seconds: the first step's extra time (compilation), this segment.
     batches: minibatches processed.
-    stopped_early: True when `epoch_fn` or `eval_fn` asked to stop.
+    stopped_early: True when `epoch_fn` or `eval_fn` asked to stop, or a
+      `CollapseGuard` stopped the run.
+    collapsed: True when a `CollapseGuard` detected catastrophic
+      overfitting; `state` is then the rolled-back (best check's) state,
+      or what recovery trained from it, never the collapsed one.
+    collapse_batch: the batch count of the (first) check that found the
+      collapse, or None.
   """
   state: TrainState
   history: list
@@ -71,6 +77,77 @@ class TrainResult:
   compile_seconds: float
   batches: int
   stopped_early: bool = False
+  collapsed: bool = False
+  collapse_batch: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseGuard:
+  """Catastrophic-overfitting detection and recovery for `fit`.
+
+  Single-step adversarial training (FGSM-RS, free AT) can collapse: within
+  an epoch its PGD accuracy falls to about zero while its FGSM accuracy
+  stays high (Wong, Rice & Kolter, ICLR 2020). Every `every` minibatches
+  `fit` calls `check(state)` (the clock stopped), which returns the
+  held-out robust accuracy as {"pgd_acc": float} and, optionally,
+  {"fgsm_acc": float}. From batch `start` on (after an eps ramp, when a
+  drop means something) a check is a collapse when
+
+      pgd_acc < best_pgd_acc - drop    or    fgsm_acc - pgd_acc > fgsm_gap,
+
+  `best_pgd_acc` being the highest `pgd_acc` of the checks since `start`.
+  On a collapse `fit` rolls the whole state back to that best check's
+  (parameters, optimizer, BatchNorm, free AT's delta, step) and then
+  either stops (`action="stop"`) or trains on from there with
+  `recovery_step` (`action="continue"`, e.g. `n_fgsm_step()` or
+  `pgd_at_step(...)`; the batches after the best check are trained again,
+  so `num_batches` still counts the batches of the result). A second
+  collapse (during recovery) rolls back and stops. The `TrainResult`
+  carries `collapsed` and `collapse_batch`; the history a record per check
+  ({"batches", "guard_pgd_acc", ...}) and one per collapse.
+
+  Attributes:
+    check: `state -> {"pgd_acc": float, "fgsm_acc"?: float}` (fractions).
+    every: minibatches between checks (>= 1); also checked after the last.
+    drop: the tolerated fall below the best check (0.2, as Wong et al.'s
+      early stopping on a held-out PGD check).
+    fgsm_gap: the tolerated FGSM - PGD accuracy gap (0.3), or None.
+    start: the first batch at which checks are judged (and count as best).
+    action: "stop" or "continue".
+    recovery_step: the step to continue with (required by "continue").
+  """
+  check: Callable[[TrainState], dict]
+  every: int
+  drop: float = 0.2
+  fgsm_gap: Optional[float] = 0.3
+  start: int = 0
+  action: str = "stop"
+  recovery_step: Optional[StepFn] = None
+
+  def __post_init__(self):
+    if not callable(self.check):
+      raise TypeError(f"`check` must be callable; got {self.check!r}.")
+    validation.check_count(self.every, "every", 1)
+    validation.check_interval(self.drop, "drop", 0.0, 1.0)
+    if self.fgsm_gap is not None:
+      validation.check_interval(self.fgsm_gap, "fgsm_gap", 0.0, 1.0)
+    validation.check_count(self.start, "start", 0)
+    validation.check_choice(self.action, "action", ("stop", "continue"))
+    if self.action == "continue" and self.recovery_step is None:
+      raise ValueError('`action="continue"` needs a `recovery_step`.')
+
+  def collapsed(self, result: dict, best: float) -> Optional[str]:
+    """Why `result` is a collapse against the best PGD accuracy, or None."""
+    pgd = float(result["pgd_acc"])
+    if pgd < best - self.drop:
+      return (f"held-out PGD accuracy {pgd:.3f} fell below the best check's "
+              f"{best:.3f} by more than {self.drop}")
+    fgsm = result.get("fgsm_acc")
+    if (self.fgsm_gap is not None and fgsm is not None and
+        float(fgsm) - pgd > self.fgsm_gap):
+      return (f"FGSM accuracy {float(fgsm):.3f} exceeds PGD accuracy "
+              f"{pgd:.3f} by more than {self.fgsm_gap}")
+    return None
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -190,25 +267,40 @@ class _Checkpointer:
     return self._mngr.latest_step()
 
   def save(self, batches: int, state: TrainState, progress: dict,
-           best: Optional[dict]) -> None:
+           best: Optional[dict], guard_best: Optional[dict] = None) -> None:
     item = {"state": _state_tree(state), "progress": progress}
     if best is not None:
       item["best"] = best
+    if guard_best is not None:
+      item["guard_best"] = guard_best
     self._mngr.save(batches, args=ocp.args.StandardSave(item), force=True)
     self._mngr.wait_until_finished()
 
   def restore(self, batches: int, state: TrainState, progress: dict,
-              best: Optional[dict]) -> tuple[TrainState, dict, Optional[dict]]:
+              best: Optional[dict], guard_best: Optional[dict] = None
+              ) -> tuple[TrainState, dict, Optional[dict], Optional[dict]]:
     target = {"state": _state_tree(state), "progress": progress}
     if best is not None:
       target["best"] = best
+    if guard_best is not None:
+      target["guard_best"] = guard_best
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     item = self._mngr.restore(batches, args=ocp.args.StandardRestore(abstract))
     state = state.replace(**item["state"])
-    return state, item["progress"], item.get("best")
+    return (state, item["progress"], item.get("best"),
+            item.get("guard_best"))
+
+  def delete_from(self, batches: int) -> None:
+    """Deletes the checkpoints at `batches` and later (an abandoned,
+    collapsed stretch of training)."""
+    for step in self._mngr.all_steps():
+      if step >= batches:
+        self._mngr.delete(step)
+    self._mngr.reload()
 
   def restore_latest(self, state: TrainState, progress: dict,
-                     best: Optional[dict]) -> Optional[tuple]:
+                     best: Optional[dict], guard_best: Optional[dict] = None
+                     ) -> Optional[tuple]:
     """Restores the newest checkpoint that reads back whole and finite.
 
     A checkpoint that fails to restore (truncated or missing files, missing
@@ -217,12 +309,13 @@ class _Checkpointer:
     the next older one is tried.
 
     Returns:
-      The restored (state, progress, best), or None when no good one exists.
+      The restored (state, progress, best, guard_best), or None when no
+      good one exists.
     """
     for step in sorted(self._mngr.all_steps(), reverse=True):
       path = os.path.join(self._dir, str(step))
       try:
-        restored = self.restore(step, state, progress, best)
+        restored = self.restore(step, state, progress, best, guard_best)
         if not _all_finite(restored[0].params):
           raise ValueError("its parameters hold NaN/inf")
         return restored
@@ -271,11 +364,23 @@ def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
   return state, run_step
 
 
-def _initial_progress() -> dict:
-  """The loop progress a checkpoint stores next to the state (0-d arrays)."""
-  return {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
+def _initial_progress(guard: bool = False) -> dict:
+  """The loop progress a checkpoint stores next to the state (0-d arrays);
+  with a `CollapseGuard`, also its best check and collapse record."""
+  prog = {"batches": _scalar_int64(0), "train_seconds": _scalar_float64(0.0),
           "best_score": _scalar_float64(-np.inf),
           "best_epoch": _scalar_int64(-1), "stopped": _scalar_int64(0)}
+  if guard:
+    prog.update(guard_best_score=_scalar_float64(-np.inf),
+                guard_best_batch=_scalar_int64(-1),
+                collapsed=_scalar_int64(0), collapse_batch=_scalar_int64(-1),
+                recovering=_scalar_int64(0))
+  return prog
+
+
+def _copy_state_tree(state: TrainState) -> dict:
+  """A copy of the state's arrays (its buffers are donated to the step)."""
+  return jax.tree.map(jnp.copy, _state_tree(state))
 
 
 class _Clock:
@@ -311,8 +416,10 @@ class _Fit:
   def __init__(self, state, run_step, x, y, *, batch_size, num_batches, seed,
                workdir, checkpoint_every, epoch_fn, select, eval_fn,
                eval_every, desc, progress, metrics_dir=None, log_every=50,
-               learning_rate=None):
+               learning_rate=None, guard: Optional[CollapseGuard] = None,
+               recovery_step: Optional[StepFn] = None):
     self.state, self.run_step = state, run_step
+    self.guard, self.recovery_step = guard, recovery_step
     self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
     self.num_batches, self.checkpoint_every = num_batches, checkpoint_every
     self.epoch_fn, self.select = epoch_fn, select
@@ -320,13 +427,16 @@ class _Fit:
     self.workdir, self.desc, self.progress = workdir, desc, progress
     self.steps_per_epoch = data_lib.num_batches(len(x), batch_size)
     self.key = jax.random.key(seed)
-    self.prog = _initial_progress()
+    self.prog = _initial_progress(guard is not None)
     self.best = _copy_best(state) if select else None
+    # The state at the best guard check (a placeholder until the first).
+    self.guard_best = _copy_state_tree(state) if guard else None
     self.ckpt = _Checkpointer(workdir) if workdir else None
     self.history: list = []
     self.compile_seconds = 0.0
     self.compiled = False
     self.evaluated = 0  # the last batch count `eval_fn` saw
+    self.evaluated_guard = -1  # ... and the guard's check
     self.first_bad = jnp.int32(-1)  # first batch with a NaN/inf metric
     self.restore()
     self.b = int(self.prog["batches"])
@@ -387,11 +497,14 @@ class _Fit:
     """Resumes from the newest good checkpoint in `workdir`, if any."""
     if self.ckpt is None:
       return
-    restored = self.ckpt.restore_latest(self.state, self.prog, self.best)
+    restored = self.ckpt.restore_latest(self.state, self.prog, self.best,
+                                        self.guard_best)
     if restored is None:
       return
-    self.state, prog, self.best = restored
+    self.state, prog, self.best, self.guard_best = restored
     self.prog = {k: np.asarray(v) for k, v in prog.items()}
+    if self.guard is not None and int(self.prog["recovering"]):
+      self.run_step = self.recovery_step
     if self.progress:
       print(f"[{self.desc}] resumed from {self.workdir} at batch "
             f"{int(self.prog['batches'])}")
@@ -410,7 +523,7 @@ class _Fit:
     self.prog.update(batches=_scalar_int64(self.b),
                      train_seconds=_scalar_float64(self.clock.seconds),
                      stopped=_scalar_int64(self.stopped))
-    self.ckpt.save(self.b, self.state, self.prog, self.best)
+    self.ckpt.save(self.b, self.state, self.prog, self.best, self.guard_best)
 
   # -- steps -----------------------------------------------------------------
 
@@ -420,8 +533,9 @@ class _Fit:
     self.state, metrics = self.run_step(self.state, batch, self.key)
     if not self.compiled:
       jax.block_until_ready(self.state)
-      self.compile_seconds = time.perf_counter() - ts
-      self.clock.exclude(self.compile_seconds)  # not training time
+      first = time.perf_counter() - ts
+      self.compile_seconds += first
+      self.clock.exclude(first)  # not training time
       self.compiled = True
       # Step times are measured from the end of the first (compiling) step.
       self.last_log = (self.b + 1, self.clock.elapsed())
@@ -453,6 +567,11 @@ class _Fit:
       epoch_end = b % self.steps_per_epoch == 0 or b == self.num_batches
       if self.eval_every and b % self.eval_every == 0:
         self.paused(self.evaluate)
+      if self.guard is not None and (b % self.guard.every == 0 or
+                                     b == self.num_batches):
+        if self.paused(self.guard_check):  # rolled back: a new pass
+          self.clock.stop(self.state)
+          return
       if b % self.checkpoint_every == 0 and not epoch_end and not self.stopped:
         self.paused(self.save)  # epoch ends save below
       if b == self.num_batches or self.stopped:
@@ -470,11 +589,12 @@ class _Fit:
     self.history.append(record)
     self.log(record)
 
-  def paused(self, fn: Callable[[], None]) -> None:
-    """Runs `fn` with the training clock stopped."""
+  def paused(self, fn: Callable[[], Any]) -> Any:
+    """Runs `fn` with the training clock stopped; returns what it returns."""
     self.clock.stop(self.state)
-    fn()
+    out = fn()
     self.clock.start()
+    return out
 
   # -- hooks -----------------------------------------------------------------
 
@@ -490,6 +610,66 @@ class _Fit:
     self.stopped = self.stopped or bool(extra.get("stop", False))
     self.log_record("eval", record)
     self.log(record)
+
+  def guard_check(self) -> bool:
+    """The `CollapseGuard` check; True when it rolled the state back."""
+    guard = self.guard
+    if self.evaluated_guard == self.b:
+      return False
+    self.check()  # never judge a diverged model
+    self.evaluated_guard = self.b
+    result = dict(guard.check(self.state))
+    if "pgd_acc" not in result:
+      raise KeyError("`CollapseGuard.check` must return {'pgd_acc': ...}; "
+                     f"got keys {sorted(result)}.")
+    record = {"batches": self.b, "train_seconds": self.clock.seconds,
+              **{f"guard_{k}": float(v) for k, v in result.items()}}
+    self.history.append(record)
+    self.log_record("guard", record)
+    self.log(record)
+    if self.b < guard.start:
+      return False
+    best = float(self.prog["guard_best_score"])
+    why = guard.collapsed(result, best) if np.isfinite(best) else None
+    if why is None:
+      if float(result["pgd_acc"]) > best:
+        self.prog["guard_best_score"] = _scalar_float64(result["pgd_acc"])
+        self.prog["guard_best_batch"] = _scalar_int64(self.b)
+        self.guard_best = _copy_state_tree(self.state)
+      return False
+    back = int(self.prog["guard_best_batch"])
+    recovering = bool(int(self.prog["recovering"]))
+    go_on = guard.action == "continue" and not recovering
+    if not int(self.prog["collapsed"]):
+      self.prog["collapse_batch"] = _scalar_int64(self.b)
+    self.prog["collapsed"] = _scalar_int64(1)
+    event = {**record, "batches": back, "collapsed": True,
+             "detected_at": self.b, "rolled_back_to": back, "reason": why,
+             "then": "continue with recovery_step" if go_on else "stop"}
+    warnings.warn(f"[{self.desc}] catastrophic overfitting at batch "
+                  f"{self.b}: {why}; rolled back to batch {back} and "
+                  f"{event['then']}.", RuntimeWarning, stacklevel=2)
+    self.state = self.state.replace(**jax.tree.map(jnp.copy, self.guard_best))
+    self.b = back
+    self.bar.n = back
+    self.evaluated = self.evaluated_guard = -1  # batch counts come again
+    # The collapsed stretch's records stop counting, as on disk.
+    self.history = [r for r in self.history if r["batches"] <= back]
+    self.history.append(event)
+    if self.writer is not None:
+      self.writer.rollback(back)
+    self.log_record("collapse", event)
+    self.log(event)
+    if go_on:
+      self.prog["recovering"] = _scalar_int64(1)
+      self.run_step = self.recovery_step
+      self.compiled = False  # its first step compiles
+    else:
+      self.stopped = True
+    if self.ckpt is not None:
+      self.ckpt.delete_from(back)  # the collapsed stretch's checkpoints
+    self.save()
+    return True
 
   def end_pass(self, epoch: int, record: dict) -> None:
     """`epoch_fn` at the end of a pass; early-stopping selection."""
@@ -527,10 +707,13 @@ class _Fit:
     if self.select is not None and int(self.prog["best_epoch"]) >= 0:
       state = state.replace(params=self.best["params"],
                             batch_stats=self.best.get("batch_stats", {}))
+    collapsed = self.guard is not None and bool(int(self.prog["collapsed"]))
     return TrainResult(state=state, history=self.history,
                        train_seconds=self.clock.seconds,
                        compile_seconds=self.compile_seconds, batches=self.b,
-                       stopped_early=self.stopped)
+                       stopped_early=self.stopped, collapsed=collapsed,
+                       collapse_batch=(int(self.prog["collapse_batch"])
+                                       if collapsed else None))
 
 
 def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
@@ -543,8 +726,8 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         progress: bool = True, jit: bool = True,
         mesh: Optional[jax.sharding.Mesh] = None,
         metrics_dir: Optional[str] = None, log_every: int = 50,
-        learning_rate: Optional[Callable[[int], float] | float] = None
-        ) -> TrainResult:
+        learning_rate: Optional[Callable[[int], float] | float] = None,
+        guard: Optional[CollapseGuard] = None) -> TrainResult:
   """Trains `state` with `step_fn` for `num_batches` minibatches.
 
   Args:
@@ -591,6 +774,12 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
     learning_rate: the optimizer's schedule (`count -> lr`, e.g. the optax
       schedule given to the optimizer) or a constant, logged as
       "learning_rate" at the state's step; None = not logged.
+    guard: a `CollapseGuard`: periodic held-out robust checks that detect
+      catastrophic overfitting, roll back to the best check's state and
+      stop or continue with a safer step; the result's `collapsed` and
+      `collapse_batch` say whether and when. Its best check's state is
+      checkpointed too, so a resumed run rolls back the same way. None =
+      no detection.
 
   Returns:
     A `TrainResult`.
@@ -612,8 +801,15 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
                      eval_fn=eval_fn, eval_every=eval_every,
                      log_every=log_every)
   _warn_natural(state, step_fn)
+  if guard is not None and not isinstance(guard, CollapseGuard):
+    raise TypeError(f"`guard` must be a CollapseGuard or None; got {guard!r}.")
   if data_lib.num_batches(len(x), batch_size) == 0:
     raise ValueError(f"`batch_size` {batch_size} exceeds the {len(x)} examples.")
+  recovery = None
+  if guard is not None and guard.recovery_step is not None:
+    _warn_natural(state, guard.recovery_step)
+    _, recovery = _prepare_step(state, guard.recovery_step,
+                                batch_size=batch_size, jit=jit, mesh=mesh)
   state, run_step = _prepare_step(state, step_fn, batch_size=batch_size,
                                   jit=jit, mesh=mesh)
   return _Fit(state, run_step, x, y, batch_size=batch_size,
@@ -621,4 +817,5 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
               checkpoint_every=checkpoint_every, epoch_fn=epoch_fn,
               select=select, eval_fn=eval_fn, eval_every=eval_every,
               desc=desc, progress=progress, metrics_dir=metrics_dir,
-              log_every=log_every, learning_rate=learning_rate).run()
+              log_every=log_every, learning_rate=learning_rate, guard=guard,
+              recovery_step=recovery).run()
