@@ -6,20 +6,79 @@ under `jax.jit`. Value checks (NaN, pixel range, label range, eps >= 0) need
 concrete values: they run when the argument is a concrete array and are skipped
 for tracers, so a function called inside a jitted step is checked by its
 caller, outside the jitted core.
+
+`checked(fn)` is the checked mode for jitted code: while `fn` is traced
+under it, the value checks of the functions it calls become
+`jax.experimental.checkify` checks, run inside the compiled code, along with
+checkify's NaN checks (any operation that makes a NaN, e.g. NaN logits
+from the model), and a failure raises with the message of the check.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextvars
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 
 def is_concrete(value: Any) -> bool:
   """True when `value` holds concrete data (not a tracer under jit/grad)."""
   return not isinstance(value, jax.core.Tracer)
+
+
+# Whether value checks of traced arguments become checkify checks (set by
+# `checked` while it traces; never at module level).
+_CHECKING = contextvars.ContextVar("jaxadv_checking", default=False)
+
+
+def _traced_check(ok: Any, message: str, *fmt: Any) -> None:
+  """`checkify.check(ok, message)` in checked mode; nothing otherwise."""
+  if _CHECKING.get():
+    checkify.check(jnp.all(ok), message, *fmt)
+
+
+def checked(fn: Callable[..., Any], *, jit: bool = True) -> Callable[..., Any]:
+  """`fn` with its value checks enforced inside jitted code.
+
+  Traces `fn` (jitted when `jit`) under `jax.experimental.checkify`: the
+  value checks jaxadv skips for tracers (NaN/inf or out-of-range pixels,
+  eps < 0, labels out of range) become run-time checks, and checkify's NaN
+  checks flag the first operation that produces a NaN (e.g. NaN logits
+  from the model, hence NaN gradients and a NaN `x_adv`). A failed check
+  raises `checkify.JaxRuntimeError` naming what failed. Checks run in the
+  compiled code, so the checked function is slower; use it to debug.
+
+  Only what is traced under `checked` is checked: a jitted function that
+  was already compiled elsewhere keeps its compiled (unchecked) form.
+
+  Args:
+    fn: a function of arrays (e.g. `lambda x, y, k: attacks.pgd(...)`).
+    jit: compile it (default) or run it op by op under checkify.
+
+  Returns:
+    A function with the same arguments and results as `fn`.
+  """
+  def traced(*args, **kwargs):
+    token = _CHECKING.set(True)
+    try:
+      return fn(*args, **kwargs)
+    finally:
+      _CHECKING.reset(token)
+
+  target = jax.jit(traced) if jit else traced
+  errors = checkify.user_checks | checkify.nan_checks
+  run = checkify.checkify(target, errors=errors)
+
+  def call(*args, **kwargs):
+    err, out = run(*args, **kwargs)
+    err.throw()
+    return out
+
+  return call
 
 
 def check_image_batch_static(x: Any, name: str = "x", *,
@@ -72,7 +131,12 @@ def check_images(x: Any, name: str = "x", *, min_rank: int = 2) -> None:
     ValueError: wrong rank, NaN/inf, or values outside [0, 1].
   """
   check_image_batch_static(x, name, min_rank=min_rank)
-  if is_concrete(x) and np.size(x):
+  if not is_concrete(x):
+    _traced_check(jnp.isfinite(x), f"`{name}` contains NaN or inf values.")
+    _traced_check((x >= 0) & (x <= 1),
+                  f"`{name}` must hold pixels in [0, 1].")
+    return
+  if np.size(x):
     xa = np.asarray(x)
     if not np.all(np.isfinite(xa)):
       raise ValueError(f"`{name}` contains NaN or inf values.")
@@ -101,7 +165,12 @@ def check_labels(y: Any, batch_size: int, name: str = "y",
   dtype = jnp.result_type(y)
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"`{name}` must hold integer class labels; got dtype {dtype}.")
-  if is_concrete(y) and batch_size:
+  if not is_concrete(y):
+    hi = num_classes if num_classes is not None else jnp.iinfo(jnp.int32).max
+    _traced_check((y >= 0) & (y < hi),
+                  f"`{name}` labels must lie in [0, {hi}).")
+    return
+  if batch_size:
     ya = np.asarray(y)
     hi = num_classes if num_classes is not None else np.inf
     if ya.min() < 0 or ya.max() >= hi:
@@ -117,12 +186,15 @@ def check_nonnegative(value: Any, name: str,
   if np.ndim(value) not in (0, 1):
     raise ValueError(f"`{name}` must be a scalar or a per-example vector; got "
                      f"shape {np.shape(value)}.")
-  if is_concrete(value):
-    v = np.asarray(value)
-    if not np.all(np.isfinite(v)):
-      raise ValueError(f"`{name}` must be finite; got {value}.")
-    if np.any(v < 0):
-      raise ValueError(f"`{name}` must be >= 0 ({units}); got {value}.")
+  if not is_concrete(value):
+    _traced_check(jnp.isfinite(value), f"`{name}` must be finite.")
+    _traced_check(value >= 0, f"`{name}` must be >= 0 ({units}).")
+    return
+  v = np.asarray(value)
+  if not np.all(np.isfinite(v)):
+    raise ValueError(f"`{name}` must be finite; got {value}.")
+  if np.any(v < 0):
+    raise ValueError(f"`{name}` must be >= 0 ({units}); got {value}.")
 
 
 def check_per_example(value: Any, name: str, batch_size: int) -> None:

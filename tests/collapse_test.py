@@ -46,6 +46,7 @@ def _leaves_equal(a, b):
     np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
 
 
+@pytest.mark.slow  # ~13 s
 def test_collapse_rolls_back_to_the_best_check_and_stops(mnist):
   # Accuracy rises to 0.6 at batch 30, then collapses to 0.05.
   check, calls = _scripted(lambda s: {10: 0.3, 20: 0.5, 30: 0.6}.get(s, 0.05))
@@ -66,6 +67,7 @@ def test_collapse_rolls_back_to_the_best_check_and_stops(mnist):
   assert "fell below" in event[0]["reason"]
 
 
+@pytest.mark.slow  # ~13 s
 def test_collapse_then_recovery_continues_with_the_safer_step(mnist, tmp_path):
   # Collapse at 40 under FGSM-RS; the recovery step (natural training
   # here, any step works) trains batches 31-60 again and never collapses.

@@ -1,10 +1,13 @@
 """Inputs that used to give a silently wrong answer now fail loudly.
 
 Each case names the public function, the bad input and the error (or the
-documented result) it must give: NaN logits, labels beyond the model's
-classes, per-example eps vectors, scalar losses, unreadable PyTorch files,
-empty batches and adversarial training with no budget. Tiny linear models
-and random tensors (pure-function checks); no dataset needed.
+documented result) it must give: NaN logits (evaluations, every attack,
+Mixup Inference), labels beyond the model's classes, per-example eps
+vectors, scalar losses, unreadable PyTorch files, empty batches,
+adversarial training with no budget, the checked mode under jit, a wrong
+image size for Mixup Inference, a reused workdir with other settings and
+`fit` twice from one state. Tiny linear models and random tensors
+(pure-function checks); no dataset needed.
 """
 
 from __future__ import annotations
@@ -217,3 +220,135 @@ def test_pgd_at_without_step_size_warns_and_natural_does_not(recwarn):
                x, y, batch_size=16, num_batches=1, seed=0, progress=False)
   assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)
               and "attack_params" in str(w.message)]
+
+
+# --------------------------------------------------------------- attacks ----
+
+def _nan_logits(z):
+  return _linear_apply(_variables(nan=True), z)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "fgsm", "eot_pgd", "apgd",
+                                    "apgd_logits", "square", "fab"])
+def test_attacks_refuse_a_model_with_nan_outputs(attack):
+  x, y = _data()
+  key = jax.random.key(0)
+  loss_fn = losses.make_loss_fn(_nan_logits)
+  call = {
+      "pgd": lambda: attacks.pgd(loss_fn, x, y, key, eps=0.1, steps=2),
+      "fgsm": lambda: attacks.fgsm(loss_fn, x, y, key, eps=0.1),
+      "eot_pgd": lambda: attacks.eot_pgd(
+          lambda v, t, k: loss_fn(v, t), x, y, key, eps=0.1, steps=2),
+      "apgd": lambda: attacks.apgd(loss_fn, x, y, key, eps=0.1, steps=2),
+      "apgd_logits": lambda: attacks.apgd_logits(_nan_logits, x, y, key,
+                                                 eps=0.1, steps=2),
+      "square": lambda: attacks.square(_nan_logits, x, y, key, eps=0.1,
+                                       queries=3),
+      "fab": lambda: attacks.fab(_nan_logits, x, y, key, eps=0.1, steps=2),
+  }[attack]
+  with pytest.raises(ValueError, match="NaN or inf outputs at the clean"):
+    call()
+
+
+def test_checked_mode_catches_bad_values_inside_jit():
+  from jax.experimental import checkify  # pylint: disable=import-outside-toplevel
+  from jaxadv import validation  # pylint: disable=import-outside-toplevel
+  x, y = _data()
+  loss_fn = losses.make_loss_fn(lambda z: _linear_apply(_variables(), z))
+  pgd = validation.checked(lambda x, y, k, e: attacks.pgd(
+      loss_fn, x, y, k, eps=e, steps=2))
+  key = jax.random.key(0)
+  assert pgd(x, y, key, 0.1).shape == x.shape  # good inputs pass
+  # Under a plain jit these pass unnoticed (tracers): checked mode raises.
+  bad_x = x.copy()
+  bad_x[0, 0, 0, 0] = np.nan
+  bad_y = y.copy()
+  bad_y[0] = C
+  for args, match in [((bad_x, y, key, 0.1), "`x` contains NaN"),
+                      ((x, y, key, -0.1), "`eps` must be >= 0"),
+                      ((x, bad_y, key, 0.1), r"`y` labels must lie in \[0, 10\)")]:
+    with pytest.raises(checkify.JaxRuntimeError, match=match):
+      pgd(*args)
+  # A model that turns finite inputs into NaN logits.
+  nan_pgd = validation.checked(lambda x, y, k: attacks.pgd(
+      losses.make_loss_fn(_nan_logits), x, y, k, eps=0.1, steps=2))
+  with pytest.raises(checkify.JaxRuntimeError, match="nan generated"):
+    nan_pgd(x, y, key)
+
+
+# ------------------------------------------------------- mixup inference ----
+
+def test_mi_ol_names_a_wrong_image_size_and_nan_logits():
+  from jaxadv import defenses  # pylint: disable=import-outside-toplevel
+  x, _ = _data(n=40)
+  y = np.arange(40, dtype=np.int32) % C  # every class, for the pool
+  pool = defenses.make_pool(x, y, size=20, key=jax.random.key(0),
+                            num_classes=C)
+  logits_fn = lambda z: _linear_apply(_variables(), z)
+  big = np.zeros((2, 8, 8, 1), np.float32)
+  with pytest.raises(ValueError, match=r"`x` images have shape \(8, 8, 1\)"):
+    defenses.mi_ol(logits_fn, big, pool, jax.random.key(1), num_samples=2)
+  model = models.get_model("fast_at_mnist")
+  variables = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1)),
+                         train=False)
+  small_pool = defenses.make_pool(x, y, size=20, key=jax.random.key(0),
+                                  num_classes=C)
+  with pytest.raises(ValueError, match=r"cannot run on `x` of shape"):
+    defenses.mi_ol(lambda z: model.apply(variables, z, train=False), x[:2],
+                   small_pool, jax.random.key(1), num_samples=2)
+  with pytest.raises(ValueError, match="NaN or inf logits"):
+    defenses.mi_ol(_nan_logits, x[:2], pool, jax.random.key(1),
+                   num_samples=2)
+
+
+# ------------------------------------------------------------------ fit ----
+
+def _fit_args(seed=0, num_batches=4, x=None):
+  xs, ys = _data(n=32, seed=3) if x is None else x
+  return dict(x=xs, y=ys, batch_size=8, num_batches=num_batches, seed=seed,
+              progress=False)
+
+
+def _linear_state():
+  return training.create_train_state(models.get_model("linear_softmax"),
+                                     jax.random.key(0), (1, 6, 6, 1),
+                                     optax.sgd(0.1))
+
+
+def test_a_reused_workdir_with_other_settings_is_refused(tmp_path):
+  w = str(tmp_path / "run")
+  first = training.fit(_linear_state(), training.natural_step(), workdir=w,
+                       **_fit_args())
+  for kw, what in [(dict(seed=1), "seed"), (dict(num_batches=2),
+                                            "num_batches"),
+                   (dict(x=_data(n=32, seed=4)), "data")]:
+    with pytest.raises(ValueError, match=f"another run; it differs in {what}"):
+      training.fit(_linear_state(), training.natural_step(), workdir=w,
+                   **_fit_args(**kw))
+  with pytest.raises(ValueError, match="run_config"):
+    training.fit(_linear_state(), training.natural_step(), workdir=w,
+                 run_config={"lr": 0.2}, **_fit_args())
+  # The same settings resume; a larger num_batches continues the run.
+  same = training.fit(_linear_state(), training.natural_step(), workdir=w,
+                      **_fit_args())
+  for u, v in zip(jax.tree.leaves(same.state.params),
+                  jax.tree.leaves(first.state.params)):
+    np.testing.assert_array_equal(u, v)
+  longer = training.fit(_linear_state(), training.natural_step(), workdir=w,
+                        **_fit_args(num_batches=6))
+  assert longer.batches == 6
+  # on_mismatch="restart" sets the old run aside, with a warning.
+  with pytest.warns(RuntimeWarning, match="moved it to"):
+    fresh = training.fit(_linear_state(), training.natural_step(), workdir=w,
+                         on_mismatch="restart", **_fit_args(seed=1))
+  assert fresh.batches == 4
+  assert any(".stale-" in n for n in os.listdir(tmp_path))
+
+
+def test_fit_twice_from_the_same_initial_state():
+  state = _linear_state()
+  a = training.fit(state, training.natural_step(), **_fit_args())
+  b = training.fit(state, training.natural_step(), **_fit_args())
+  for u, v in zip(jax.tree.leaves(a.state.params),
+                  jax.tree.leaves(b.state.params)):
+    np.testing.assert_array_equal(u, v)

@@ -124,6 +124,7 @@ def test_single_step_methods_reject_bad_options():
   assert training.n_fgsm_step().requires == ("eps", "step_size")
 
 
+@pytest.mark.slow  # ~14 s (a CIFAR-shaped BatchNorm net compiles twice)
 def test_steps_with_batchnorm_update_the_running_averages():
   shape = (8, 32, 32, 3)
   state = training.create_train_state(

@@ -284,6 +284,9 @@ def apgd_logits(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
                      f"{'set' if target is not None else 'None'}.")
   if target is not None:
     validation.check_labels(target, x.shape[0], "target")
+  core.check_finite_outputs(logits_fn, x,
+                            *(() if eot_samples is None else (key,)),
+                            name="logits_fn")
 
   def value_fn(v, labels, *k):
     logits = logits_fn(v, *k)

@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxadv import validation
 from jaxadv import projections
@@ -45,6 +46,31 @@ def check_loss_fn(loss_fn: Callable, x: jax.Array, y: jax.Array,
         f"(one per example of `x`, not their mean); got "
         f"{getattr(out, 'shape', type(out).__name__)}. Use "
         "jaxadv.losses.make_loss_fn(logits_fn, 'ce').")
+  check_finite_outputs(loss_fn, x, y, *extra, name=name)
+
+
+def check_finite_outputs(fn: Callable, x: jax.Array, *args: jax.Array,
+                         name: str) -> None:
+  """On eager calls, checks that `fn(x, *args)` (the model's losses or
+  logits at the clean inputs) holds no NaN/inf: an attack on such a model
+  would return NaN (or meaningless) points. One forward pass; skipped
+  under jit (`jaxadv.validation.checked` catches it there).
+
+  Raises:
+    ValueError: NaN or inf outputs.
+  """
+  if not all(validation.is_concrete(a) for a in (x,) + args):
+    return
+  out = fn(x, *args)
+  if not validation.is_concrete(out):  # traced (jit over the model or key)
+    return
+  out = np.asarray(out)
+  if not np.all(np.isfinite(out)):
+    bad = int(np.sum(~np.isfinite(out).reshape(out.shape[0], -1).all(-1)))
+    raise ValueError(
+        f"`{name}` gives NaN or inf outputs at the clean inputs `x` ({bad} of "
+        f"{out.shape[0]} examples): check the model's parameters and inputs; "
+        "an attack would return NaN or meaningless points.")
 
 
 def input_grad(loss_fn: LossFn, x: jax.Array, y: jax.Array, delta: jax.Array,

@@ -240,6 +240,7 @@ def fab_min_norm(logits_fn: LogitsFn, x: jax.Array, y: jax.Array,
   core.validate(x, y, eps=0.0 if eps is None else eps, steps=steps,
                 norm=norm, restarts=restarts)
   num_classes = validation.output_classes(logits_fn, x)
+  core.check_finite_outputs(logits_fn, x, name="logits_fn")
   validation.check_labels(y, x.shape[0], "y", num_classes=num_classes)
   if target is not None:
     validation.check_labels(target, x.shape[0], "target",

@@ -94,6 +94,7 @@ def square(logits_fn: losses.LogitsFn, x: jax.Array, y: jax.Array,
   """
   validation.check_image_batch_static(x, "x", rank=4)
   core.validate(x, y, eps=eps, norm="linf")
+  core.check_finite_outputs(logits_fn, x, name="logits_fn")
   validation.check_count(queries, "queries", 1)
   if not 0.0 < p_init <= 1.0:
     raise ValueError(f"`p_init` must lie in (0, 1]; got {p_init}.")

@@ -113,15 +113,21 @@ def make_pool(x: np.ndarray, y: np.ndarray, *, size: int, key: jax.Array,
   return SamplePool(jnp.asarray(x[np.stack(chosen)]))
 
 
-def _check_pool(pool: SamplePool, x: jax.Array, num_classes: int) -> None:
-  """Static checks: the pool's image shape and class count match."""
+def _check_pool_images(pool: SamplePool, x: jax.Array) -> None:
+  """Static: `pool` is a SamplePool whose images are shaped as `x`'s."""
   if not isinstance(pool, SamplePool):
     raise TypeError(f"`pool` must be a SamplePool (see make_pool); got "
                     f"{type(pool).__name__}.")
   if tuple(pool.images.shape[2:]) != tuple(x.shape[1:]):
     raise ValueError(
-        f"`pool` images have shape {tuple(pool.images.shape[2:])}, `x` "
-        f"images {tuple(x.shape[1:])}; they must match.")
+        f"`x` images have shape {tuple(x.shape[1:])} but the `pool` images "
+        f"(the model's data) {tuple(pool.images.shape[2:])}; they must "
+        "match.")
+
+
+def _check_pool(pool: SamplePool, x: jax.Array, num_classes: int) -> None:
+  """Static checks: the pool's image shape and class count match."""
+  _check_pool_images(pool, x)
   if pool.num_classes != num_classes:
     raise ValueError(
         f"`pool` has {pool.num_classes} classes but the model outputs "
@@ -243,7 +249,21 @@ def mixup_inference(logits_fn: LogitsFn, x: jax.Array, pool: SamplePool,
     validation.check_count(chunk_size, "chunk_size", 1)
   validation.check_choice(partners, "partners", PARTNERS)
   _check_lam(lam)
-  logits = logits_fn(x)
+  _check_pool_images(pool, x)
+  try:
+    logits = logits_fn(x)
+  except Exception as e:  # flax scope / shape errors name neither argument
+    if type(e).__module__.split(".")[0] != "flax":
+      raise
+    raise ValueError(
+        f"`logits_fn` cannot run on `x` of shape {tuple(x.shape)} (does the "
+        f"model take images of this size?): {type(e).__name__}: "
+        f"{str(e)[:300]}") from e
+  if validation.is_concrete(logits) and not bool(
+      jnp.all(jnp.isfinite(logits))):
+    raise ValueError("`logits_fn` gives NaN or inf logits at `x`: Mixup "
+                     "Inference would return NaN probabilities; check the "
+                     "model's parameters and inputs.")
   _check_pool(pool, x, logits.shape[-1])
   _check_partners(pool, partners)
   probs_x = jax.nn.softmax(logits, axis=-1)

@@ -33,6 +33,7 @@ from jaxadv import parallel
 from jaxadv import validation
 from jaxadv import attacks
 from jaxadv.evaluation import robust
+from jaxadv.evaluation import verdicts
 
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 # Named ensembles; only "standard" is AutoAttack's standard version.
@@ -123,56 +124,83 @@ def _predict_randomized(apply_fn, variables, x, key):
 def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
                y: np.ndarray, key: jax.Array, correct: np.ndarray, eps, *,
                batch_size: int, fit_batches: bool, progress: bool,
-               return_adv: bool) -> dict:
+               return_adv: bool, workdir: Optional[str] = None,
+               settings: Optional[dict] = None) -> dict:
   """Runs `chain` = [(name, jitted fn, target ranks)] on the survivors.
 
-  Each round's survivors run in batches of `batch_size`, or with
-  `fit_batches` of `parallel.fitted_batch_size` (fewer padded examples, a
-  compilation per new size).
-
   Attack `a` uses `fold_in(key, a)`, its target rank `r` `fold_in(., r)`
-  and its batch `b` `fold_in(., b)`. Updates `correct` in place.
+  and its batch `b` `fold_in(., b)`. Each round (attack, rank) runs its
+  survivors in batches of `batch_size`, or with `fit_batches` of
+  `parallel.fitted_batch_size` (fewer padded examples, a compilation per
+  new size). With `workdir`, the verdicts are saved after every batch
+  (`verdicts.VerdictLog`, keyed by `settings`) and a repeated call resumes.
+  `correct` holds the clean verdicts (ignored when resuming).
   """
-  out = {"per_attack": {}, "attacked": {}, "seconds": {},
-         "attacks": [name for name, _, _ in chain]}
-  fooled_by = np.where(correct, -1, 0)
+  names = [name for name, _, _ in chain]
+  if workdir is not None and return_adv:
+    raise ValueError("`return_adv` with `workdir` is not supported: only the "
+                     "verdicts are saved as the evaluation goes.")
+  digest = verdicts.fingerprint(
+      dict(settings or {}, attacks=names, eps=float(eps),
+           batch_size=batch_size, fit_batches=fit_batches), key, x, y,
+      variables)
+  log = verdicts.VerdictLog(workdir, "ensemble", digest, correct=correct,
+                            fooled_by=np.where(correct, -1, 0))
+  correct, fooled_by = log.arrays["correct"], log.arrays["fooled_by"]
+  if not log.meta:
+    log.meta = {"per_attack": {}, "attacked": {n: 0 for n in names},
+                "seconds": {n: 0.0 for n in names}}
+  meta = log.meta
   x_adv = np.array(x, copy=True) if return_adv else None
   placed = {}   # batch size -> (placed variables, put)
   eps_a = jnp.float32(eps)
-  for a, (name, fn, ranks) in enumerate(chain):
+  rounds = [(a, r) for a, (_, _, ranks) in enumerate(chain)
+            for r in range(ranks)]
+  for k, (a, r) in enumerate(rounds):
+    name, fn, ranks = chain[a]
+    if log.done(k):
+      continue
     t0 = time.perf_counter()
-    attacked = 0
-    for r in range(ranks):
-      idx = np.nonzero(correct)[0]
-      if len(idx) == 0:
-        break
-      size = batch_size
-      if fit_batches:
-        size = parallel.fitted_batch_size(
-            len(idx), batch_size, multiple=jax.local_device_count())
-      if size not in placed:
-        placed[size] = parallel.placement(variables, size)
-      pvars, put = placed[size]
-      rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
-      bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
-                 desc=name + (f" target {r + 1}" if ranks > 1 else ""),
-                 mininterval=1.0)
-      for i, (chunk, n) in enumerate(parallel.padded_batches(idx, size)):
-        ok, adv = fn(apply_fn, pvars, put(x[chunk]), put(y[chunk]),
-                     jax.random.fold_in(rkey, i), eps_a, jnp.int32(r))
-        ok = np.asarray(ok)[:n]
-        real = chunk[:n]
-        newly = real[~ok & correct[real]]
-        fooled_by[newly] = a + 1
-        if return_adv:
-          x_adv[newly] = np.asarray(adv)[:n][~ok & correct[real]]
-        correct[real] &= ok
-        bar.update(n)
-      bar.close()
-      attacked += len(idx)
-    out["per_attack"][name] = float(correct.mean())
-    out["attacked"][name] = attacked
-    out["seconds"][name] = time.perf_counter() - t0
+    idx = log.start_round(k, np.nonzero(correct)[0])
+    if len(idx) == 0:
+      meta["per_attack"][name] = float(correct.mean())
+      continue
+    size = batch_size
+    if fit_batches:
+      size = parallel.fitted_batch_size(
+          len(idx), batch_size, multiple=jax.local_device_count())
+    if size not in placed:
+      placed[size] = parallel.placement(variables, size)
+    pvars, put = placed[size]
+    rkey = jax.random.fold_in(jax.random.fold_in(key, a), r)
+    bar = tqdm(total=len(idx), disable=not progress, dynamic_ncols=True,
+               desc=name + (f" target {r + 1}" if ranks > 1 else ""),
+               mininterval=1.0)
+    batches = list(parallel.padded_batches(idx, size))
+    todo = log.batches(k, len(batches))
+    for i in todo:
+      chunk, n = batches[i]
+      if i == 0:
+        meta["attacked"][name] += len(idx)
+      ok, adv = fn(apply_fn, pvars, put(x[chunk]), put(y[chunk]),
+                   jax.random.fold_in(rkey, i), eps_a, jnp.int32(r))
+      ok = np.asarray(ok)[:n]
+      real = chunk[:n]
+      newly = real[~ok & correct[real]]
+      fooled_by[newly] = a + 1
+      if return_adv:
+        x_adv[newly] = np.asarray(adv)[:n][~ok & correct[real]]
+      correct[real] &= ok
+      bar.update(n)
+      meta["seconds"][name] += time.perf_counter() - t0
+      t0 = time.perf_counter()
+      meta["per_attack"][name] = float(correct.mean())
+      log.commit(k, i + 1)
+    bar.close()
+  log.finish(len(rounds))
+  out = {"per_attack": {n: meta["per_attack"][n] for n in names},
+         "attacked": dict(meta["attacked"]), "seconds": dict(meta["seconds"]),
+         "attacks": names}
   out["robust_acc"] = float(correct.mean())
   out["robust"] = correct
   out["fooled_by"] = fooled_by
@@ -192,7 +220,8 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
                         fit_batches: bool = True,
                         unroll: Optional[bool] = None,
                         progress: bool = False,
-                        return_adv: bool = False) -> dict:
+                        return_adv: bool = False,
+                        workdir: Optional[str] = None) -> dict:
   """Robust accuracy under the AutoAttack "standard" ensemble.
 
   Attacks run in the order given, each only on the examples still robust
@@ -235,6 +264,11 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
     progress: progress bars.
     return_adv: also return "x_adv", float32 [N, ...]: each example's first
       successful adversarial example, or `x` where none was found.
+    workdir: a folder where the per-example verdicts are saved after every
+      batch (`jaxadv.evaluation.verdicts`): a killed call, repeated with the
+      same arguments, resumes and gives the verdicts of an uninterrupted
+      run ("seconds" then sum the runs). None = nothing written. Not with
+      `return_adv`.
 
   Returns:
     A dict: "clean_acc" and "robust_acc" (fractions); "per_attack": robust
@@ -286,9 +320,15 @@ def evaluate_robustness(apply_fn: robust.ApplyFn, variables: Any,
             robust.logits, apply_fn, variables, jnp.asarray(x[:1])).shape[-1])
       ranks = min(num_targets, num_classes - 1)
     chain.append((name, fn, ranks))
+  settings = dict(norm=norm, apgd_steps=apgd_steps,
+                  apgd_restarts=apgd_restarts, num_targets=num_targets,
+                  fab_steps=fab_steps, fab_restarts=fab_restarts,
+                  square_queries=square_queries, square_p_init=square_p_init,
+                  unroll=unroll)
   out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
                    batch_size=batch_size, fit_batches=fit_batches,
-                   progress=progress, return_adv=return_adv)
+                   progress=progress, return_adv=return_adv, workdir=workdir,
+                   settings=settings)
   return {"clean_acc": clean_acc, **out}
 
 
@@ -301,7 +341,8 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
                         fit_batches: bool = True,
                         unroll: Optional[bool] = None,
                         progress: bool = False,
-                        return_adv: bool = False) -> dict:
+                        return_adv: bool = False,
+                        workdir: Optional[str] = None) -> dict:
   """AutoAttack's "rand" version, for randomized defences.
 
   Croce & Hein (ICML 2020): APGD-CE, then APGD-DLR, each with Expectation
@@ -332,6 +373,7 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
     unroll: as `evaluate_robustness`.
     progress: progress bars.
     return_adv: as `evaluate_robustness`.
+    workdir: as `evaluate_robustness` (resumable verdicts).
 
   Returns:
     The dict of `evaluate_robustness`, plus "eot_samples".
@@ -369,5 +411,9 @@ def evaluate_randomized(apply_fn: Callable[..., jax.Array], variables: Any,
       unroll=unroll), 1) for name in attack_names]
   out = _run_chain(chain, apply_fn, variables, x, y, key, correct, eps,
                    batch_size=batch_size, fit_batches=fit_batches,
-                   progress=progress, return_adv=return_adv)
+                   progress=progress, return_adv=return_adv, workdir=workdir,
+                   settings=dict(version="rand", norm=norm,
+                                 apgd_steps=apgd_steps,
+                                 apgd_restarts=apgd_restarts,
+                                 eot_samples=eot_samples, unroll=unroll))
   return {"clean_acc": clean_acc, **out, "eot_samples": eot_samples}

@@ -26,6 +26,7 @@ from jaxadv import attacks
 from jaxadv import losses
 from jaxadv import projections
 from jaxadv import parallel
+from jaxadv.evaluation import verdicts
 
 from jaxadv.types import ApplyFn
 EVAL_ATTACKS = ("fgsm", "fgsm_rs", "bim", "pgd")
@@ -150,7 +151,8 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
                    loss: str = "ce", batch_size: int = 500,
                    unroll: Optional[bool] = None,
                    progress: bool = False,
-                   mesh: Optional[jax.sharding.Mesh] = None) -> np.ndarray:
+                   mesh: Optional[jax.sharding.Mesh] = None,
+                   workdir: Optional[str] = None) -> np.ndarray:
   """Per-example robustness under an untargeted attack with restarts.
 
   Args:
@@ -176,6 +178,11 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
     mesh: devices to split each attack batch over (`parallel.make_mesh`,
       possibly spanning several processes); None = all local devices when
       they divide `batch_size`. The result does not depend on it.
+    workdir: a folder where the verdicts are saved after every batch
+      (`jaxadv.evaluation.verdicts`; the file is named by a hash of the
+      settings, key, inputs, labels and variables): a killed call, repeated
+      with the same arguments, resumes and returns the verdicts of an
+      uninterrupted run. None = nothing written.
 
   Returns:
     bool [N]: correct on the clean input and under every restart.
@@ -202,31 +209,45 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   if step_size is None:
     step_size = 1.25 * eps if attack == "fgsm_rs" else 0.0
   y = np.asarray(y, np.int32)
-  robust = predict(apply_fn, variables, x, batch_size=batch_size,
-                   mesh=mesh) == y
   if attack in ("fgsm", "bim"):
     restarts = 1  # deterministic attacks: restarts would repeat themselves
   eps_n = np.asarray(eps, np.float32)
   step_n = np.asarray(step_size, np.float32)
+  log = verdicts.VerdictLog(
+      workdir, "robust_correct", verdicts.fingerprint(
+          dict(attack=attack, eps=eps_n.tolist(), step_size=step_n.tolist(),
+               steps=steps, restarts=restarts, norm=norm, loss=loss,
+               batch_size=batch_size), key, x, y, variables),
+      robust=np.zeros(len(x), bool))
+  if not log.resumed:
+    log.arrays["robust"] = predict(apply_fn, variables, x,
+                                   batch_size=batch_size, mesh=mesh) == y
+  robust = log.arrays["robust"]
   per_ex = lambda v, chunk: jnp.asarray(v if v.ndim == 0 else v[chunk])
   variables, put = parallel.placement(variables, batch_size, mesh)
   total = restarts * int(robust.sum())
   bar = tqdm(total=total, disable=not progress, desc=f"{attack}-{steps}",
              dynamic_ncols=True, mininterval=1.0)
   for r in range(restarts):
-    idx = np.nonzero(robust)[0]
+    if log.done(r):
+      continue
+    idx = log.start_round(r, np.nonzero(robust)[0])
     if len(idx) == 0:
       break
     rkey = jax.random.fold_in(key, r)
-    for i, (chunk, n) in enumerate(parallel.padded_batches(idx, batch_size)):
+    batches = list(parallel.padded_batches(idx, batch_size))
+    for i in log.batches(r, len(batches)):
+      chunk, n = batches[i]
       ok = _attack_correct(apply_fn, variables, put(x[chunk]), put(y[chunk]),
                            jax.random.fold_in(rkey, i), per_ex(eps_n, chunk),
                            per_ex(step_n, chunk),
                            attack=attack, steps=steps, norm=norm, loss=loss,
                            unroll=unroll)
       robust[chunk[:n]] &= parallel.to_host(ok)[:n]
+      log.commit(r, i + 1)
       bar.update(n)
   bar.close()
+  log.finish(restarts)
   return robust
 
 

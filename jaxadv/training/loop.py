@@ -22,6 +22,8 @@ passes (`run_pass`), the hooks (`evaluate`, `end_pass`), the metric lines
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import time
 import warnings
@@ -348,6 +350,73 @@ class _Checkpointer:
     self._mngr.close()
 
 
+_RUN_FILE = "run.json"
+
+
+def _digest(*trees) -> str:
+  """A hex digest of the arrays of some pytrees (dtype, shape and bytes)."""
+  h = hashlib.blake2b(digest_size=16)
+  for tree in trees:
+    for leaf in jax.tree.leaves(tree):
+      a = np.ascontiguousarray(np.asarray(leaf))
+      h.update(str((a.dtype, a.shape)).encode())
+      h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _run_record(state: TrainState, x, y, *, batch_size: int, seed: int,
+                run_config: Optional[dict]) -> dict:
+  """What a run was started with: `fit`'s arguments that change its result."""
+  return {"seed": int(seed), "batch_size": int(batch_size),
+          "examples": int(np.shape(x)[0]), "data": _digest(x, y),
+          "initial_state": _digest(_state_tree(state)),
+          "run_config": json.loads(json.dumps(run_config or {}, default=str,
+                                              sort_keys=True))}
+
+
+def _check_run(workdir: str, record: dict, num_batches: int,
+               on_mismatch: str) -> None:
+  """Refuses (or sets aside) a workdir whose checkpoints belong to another run.
+
+  A fresh workdir gets `run.json`; a workdir with checkpoints and a
+  `run.json` must match `record`, and its checkpoints must not be past
+  `num_batches`. Checkpoints without `run.json` (written before it existed)
+  are resumed unchecked.
+  """
+  path = os.path.join(workdir, _RUN_FILE)
+  steps = ([int(d) for d in os.listdir(workdir) if d.isdigit()]
+           if os.path.isdir(workdir) else [])
+  problems = []
+  if steps and os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      old = json.load(f)
+    problems = [f"{k} (checkpointed run: {old.get(k)!r}, this call: "
+                f"{record[k]!r})" for k in record if old.get(k) != record[k]]
+    if max(steps) > num_batches:
+      problems.append(f"num_batches (the checkpoints reach batch "
+                      f"{max(steps)}, this call asks for {num_batches})")
+  elif steps:
+    return  # a run from before run.json: nothing to compare
+  if problems:
+    if on_mismatch == "raise":
+      raise ValueError(
+          f"`workdir` {workdir} holds checkpoints of another run; it differs "
+          "in " + "; ".join(problems) + ". Pass a fresh `workdir`, or "
+          "on_mismatch='restart' to set the old checkpoints aside and start "
+          "again.")
+    aside = f"{workdir.rstrip(os.sep)}.stale-{int(time.time())}"
+    os.replace(workdir, aside)
+    warnings.warn(f"`workdir` {workdir} held another run ({'; '.join(problems)}"
+                  f"); moved it to {aside} and starting fresh.",
+                  RuntimeWarning, stacklevel=3)
+  if problems or not steps:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(record, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
                   jit: bool, mesh: Optional[jax.sharding.Mesh]
                   ) -> tuple[TrainState, StepFn]:
@@ -357,6 +426,10 @@ def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
     ValueError: `batch_size` (or free AT's delta) not divisible by the mesh.
   """
   run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
+  if jit and mesh is None:
+    # The jitted step donates its input state: train on a copy, so the
+    # caller's `state` stays usable (e.g. for a second `fit`).
+    state = jax.tree.map(jnp.copy, state)
   if mesh is not None:  # data parallel: the state lives on the mesh
     parallel.check_batch_size(batch_size, mesh)
     state = parallel.shard_state(state, mesh)
@@ -727,12 +800,14 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
         mesh: Optional[jax.sharding.Mesh] = None,
         metrics_dir: Optional[str] = None, log_every: int = 50,
         learning_rate: Optional[Callable[[int], float] | float] = None,
-        guard: Optional[CollapseGuard] = None) -> TrainResult:
+        guard: Optional[CollapseGuard] = None,
+        run_config: Optional[dict] = None,
+        on_mismatch: str = "raise") -> TrainResult:
   """Trains `state` with `step_fn` for `num_batches` minibatches.
 
   Args:
     state: initial state (ignored in favour of the checkpoint when `workdir`
-      holds one: the run resumes where it stopped).
+      holds one of the same run: it resumes where it stopped).
     step_fn: `(state, batch, key) -> (state, metrics)`.
     x: float32 [N, H, W, C] training images in [0, 1].
     y: int32 [N] labels.
@@ -741,7 +816,12 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
       free AT passes `epochs / replays` passes' worth).
     seed: data-order seed; the step key is `jax.random.key(seed)` folded with
       the step inside the step function.
-    workdir: checkpoint folder, or None for no checkpoints.
+    workdir: checkpoint folder, or None for no checkpoints. It also keeps
+      `run.json`, what the run was started with (`seed`, `batch_size`, a
+      digest of `x`, `y` and of the initial `state`, and `run_config`):
+      resuming it with any of these changed, or with `num_batches` below
+      the batches already checkpointed, is refused (`on_mismatch`). A larger
+      `num_batches` continues the run.
     checkpoint_every: save every this many minibatches (and at the end).
     epoch_fn: called after each pass as `epoch_fn(state, epoch) -> dict`; the
       dict goes into the pass's history record; `{"stop": True}` ends
@@ -780,6 +860,12 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
       `collapse_batch` say whether and when. Its best check's state is
       checkpointed too, so a resumed run rolls back the same way. None =
       no detection.
+    run_config: the run's other settings (hyper-parameters, the trainer's
+      name: anything JSON-able), recorded in `run.json` and compared when
+      the workdir is resumed. None = {}.
+    on_mismatch: "raise" (default): a `workdir` holding another run raises
+      ValueError naming what differs; "restart": its folder is moved aside
+      (`<workdir>.stale-<time>`, with a warning) and training starts fresh.
 
   Returns:
     A `TrainResult`.
@@ -801,6 +887,11 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
                      eval_fn=eval_fn, eval_every=eval_every,
                      log_every=log_every)
   _warn_natural(state, step_fn)
+  validation.check_choice(on_mismatch, "on_mismatch", ("raise", "restart"))
+  if workdir:
+    _check_run(os.path.abspath(workdir), _run_record(
+        state, x, y, batch_size=batch_size, seed=seed, run_config=run_config),
+               num_batches, on_mismatch)
   if guard is not None and not isinstance(guard, CollapseGuard):
     raise TypeError(f"`guard` must be a CollapseGuard or None; got {guard!r}.")
   if data_lib.num_batches(len(x), batch_size) == 0:
