@@ -25,6 +25,7 @@ SCRIPTS = {
     "experiments.linearity": ("config", "workdir"),
     "experiments.linear_vs_deep_at": ("config", "workdir"),
     "experiments.scaling": ("config", "workdir"),
+    "experiments.seed_sweep": ("config", "workdir"),
     "experiments.benchmarks": ("config", "workdir", "probe_memory"),
     "experiments.benchmarks.loop": ("steps", "kernels"),
     "experiments.benchmarks.mi": ("chunk_size", "kernels"),

@@ -252,7 +252,8 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
                 eval_every: Optional[int] = None,
                 step_fn: Optional[training.steps.StepFn] = None,
                 desc: Optional[str] = None, progress: bool = True,
-                mesh=None, log_every: int = 10) -> Trained:
+                mesh=None, log_every: int = 10,
+                guard: Optional[training.CollapseGuard] = None) -> Trained:
   """Trains `model` on (x, y) with the recipe of `section`; resumable.
 
   Args:
@@ -273,6 +274,7 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
       mesh: as `training.fit` (`desc` defaults to `name`).
     step_fn: a step to use instead of the table's (e.g. wrapped); its cost
       is still counted from the table.
+    guard: a `training.CollapseGuard` for `fit`, or None.
 
   Returns:
     A `Trained`.
@@ -302,6 +304,8 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
   fit_kw = {}
   if eval_fn is not None:
     fit_kw = dict(eval_fn=eval_fn, eval_every=eval_every)
+  if guard is not None:
+    fit_kw["guard"] = guard
   result = training.fit(
       state, step_fn or step.build(section), x, y, batch_size=batch_size,
       num_batches=num_batches, seed=seed,
