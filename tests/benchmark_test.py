@@ -115,6 +115,7 @@ def test_torch_port_matches_logits(name):
                              atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~12 s; CI's slow line
 def test_mi_benchmark_times_the_same_work():
   """The MI benchmark runs on real data and reports consistent ratios."""
   r = mi.measure("fast_at_mnist", batch_size=20, num_samples=3, repeats=1,

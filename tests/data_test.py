@@ -293,6 +293,7 @@ def test_prepared_data_reads_without_tensorflow(mnist, tfds_dir, raw_dir):
 
 
 @needs_data
+@pytest.mark.slow  # loads all of Fashion-MNIST (~20 s); CI's slow line
 @pytest.mark.parametrize("split,per_class", [("train", 6000), ("test", 1000)])
 def test_fashion_mnist(fashion, split, per_class):
   x, y = fashion[split]

@@ -261,6 +261,7 @@ def test_resize_pad_leaves_zero_border():
   assert np.all(mass <= 400 + 1e-3) and np.any(mass < 399)
 
 
+@pytest.mark.slow  # ~10 s; CI's slow line
 def test_randomized_inference_rows_sum_to_one():
   logits_fn = _linear_logits_fn()
   x = _x()

@@ -49,12 +49,11 @@ def test_parser_honours_skip_and_languages():
 PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text())]
 
 
-# The README's examples run in the default suite; the docs pages' (about
-# 1-2 minutes of compiles together) are marked slow and run by .ci/run.
+# Every page's examples (the README's too: about 40 s of training and
+# compiles) are marked slow and run by .ci/run's slow line.
 @pytest.mark.parametrize(
     "page",
-    [p if p.name == "README.md" and p.parent == ROOT
-     else pytest.param(p, marks=pytest.mark.slow) for p in PAGES_WITH_CODE],
+    [pytest.param(p, marks=pytest.mark.slow) for p in PAGES_WITH_CODE],
     ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_CODE])
 def test_page_examples_run(page, monkeypatch):
   monkeypatch.chdir(ROOT)

@@ -143,7 +143,7 @@ def test_parse_mode_loop_suffix():
 
 def test_one_step_table_covers_every_experiment():
   assert set(common.STEPS) == {"natural", "fgsm_rs", "fgsm", "pgd", "free",
-                               "mixup", "iat", "vat"}
+                               "n_fgsm", "grad_align", "mixup", "iat", "vat"}
   with pytest.raises(ValueError, match="unknown training step"):
     common.training.get_step("trades")
 

@@ -52,6 +52,7 @@ def test_transferability_tiny(tmp_path):
   assert _png(workdir, "transfer_matrix.png")
 
 
+@pytest.mark.slow  # ~8 s; CI's slow line
 def test_ensemble_transfer_tiny(tmp_path):
   config = ensemble_transfer_config.get_config("tiny")
   workdir = str(tmp_path)

@@ -32,7 +32,8 @@ def _tree_close(a, b, atol=1e-6):
     np.testing.assert_allclose(u, v, atol=atol, rtol=1e-5)
 
 
-@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("jit", [pytest.param(True, marks=pytest.mark.slow),
+                                 False])
 def test_mixup_step_is_sgd_on_mixed_one_hot_targets(jit):
   state, batch, key, alpha = _state(), _batch(1), jax.random.key(7), 0.4
   step = training.mixup_step(alpha=alpha)
@@ -68,7 +69,8 @@ def test_mixup_draws_change_with_the_step():
   assert abs(np.mean(lams) - 0.5) < 0.06 and abs(np.var(lams) - 1 / 12) < 0.03
 
 
-@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("jit", [True, pytest.param(False,
+                                                       marks=pytest.mark.slow)])
 def test_iat_step_matches_its_definition(jit):
   state, batch, key = _state(), _batch(3), jax.random.key(5)
   step = training.iat_step(alpha=1.0, steps=3, adv_ratio=0.5)

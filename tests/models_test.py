@@ -104,7 +104,9 @@ def _wide_resnet_count(depth, k, num_classes):
 # ---------------------------------------------------------------- shapes ----
 
 
-@pytest.mark.parametrize("name", sorted(RUN_MODELS))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if RUN_MODELS[n] != MNIST_SHAPE
+    else n for n in sorted(RUN_MODELS)])  # the CIFAR nets: ~10 s each
 def test_output_shape_and_dtype(name):
   model, variables = _model_and_variables(name)
   shape = RUN_MODELS[name]

@@ -384,7 +384,8 @@ def summarize(runs: dict, port: dict, config: ml_collections.ConfigDict,
            "jaxadv_s": jx["seconds"][a],
            "jaxadv_compile_s": jx["compile_per_attack"][a],
            "torchattacks_s": tor["seconds"][a],
-           "speedup": tor["seconds"][a] / jx["seconds"][a],
+           # (An attack left with no survivors takes no time.)
+           "speedup": tor["seconds"][a] / max(jx["seconds"][a], 1e-9),
            "speedup_without_compile": tor["seconds"][a] / max(
                jx["seconds"][a] - jx["compile_per_attack"][a], 1e-9)}
     if warm:
