@@ -250,6 +250,22 @@ def test_attacks_refuse_a_model_with_nan_outputs(attack):
     call()
 
 
+def test_labels_outside_a_custom_loss_classes_are_named():
+  # Only make_loss_fn knows the classes; an own loss that indexes its
+  # log-probabilities with a label out of range gives NaN, and the error
+  # says labels may be the cause.
+  x, y = _data()
+  y[0] = C + 2
+  custom = lambda v, t: -jnp.take_along_axis(
+      jax.nn.log_softmax(_linear_apply(_variables(), v)), t[:, None], 1)[:, 0]
+  with pytest.raises(ValueError, match="labels outside its classes"):
+    attacks.pgd(custom, x, y, jax.random.key(0), eps=0.1, steps=2)
+  with pytest.raises(ValueError, match=r"`y` labels must lie in \[0, 10\)"):
+    attacks.pgd(losses.make_loss_fn(
+        lambda v: _linear_apply(_variables(), v)), x, y, jax.random.key(0),
+                eps=0.1, steps=2)
+
+
 def test_checked_mode_catches_bad_values_inside_jit():
   from jax.experimental import checkify  # pylint: disable=import-outside-toplevel
   from jaxadv import validation  # pylint: disable=import-outside-toplevel

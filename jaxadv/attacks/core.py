@@ -46,11 +46,14 @@ def check_loss_fn(loss_fn: Callable, x: jax.Array, y: jax.Array,
         f"(one per example of `x`, not their mean); got "
         f"{getattr(out, 'shape', type(out).__name__)}. Use "
         "jaxadv.losses.make_loss_fn(logits_fn, 'ce').")
-  check_finite_outputs(loss_fn, x, y, *extra, name=name)
+  check_finite_outputs(loss_fn, x, y, *extra, name=name,
+                       hint=" (or, for your own loss, labels outside its "
+                       "classes: only losses.make_loss_fn checks `y` against "
+                       "the logits)")
 
 
 def check_finite_outputs(fn: Callable, x: jax.Array, *args: jax.Array,
-                         name: str) -> None:
+                         name: str, hint: str = "") -> None:
   """On eager calls, checks that `fn(x, *args)` (the model's losses or
   logits at the clean inputs) holds no NaN/inf: an attack on such a model
   would return NaN (or meaningless) points. One forward pass; skipped
@@ -69,8 +72,8 @@ def check_finite_outputs(fn: Callable, x: jax.Array, *args: jax.Array,
     bad = int(np.sum(~np.isfinite(out).reshape(out.shape[0], -1).all(-1)))
     raise ValueError(
         f"`{name}` gives NaN or inf outputs at the clean inputs `x` ({bad} of "
-        f"{out.shape[0]} examples): check the model's parameters and inputs; "
-        "an attack would return NaN or meaningless points.")
+        f"{out.shape[0]} examples): check the model's parameters and "
+        f"inputs{hint}; an attack would return NaN or meaningless points.")
 
 
 def input_grad(loss_fn: LossFn, x: jax.Array, y: jax.Array, delta: jax.Array,
