@@ -488,10 +488,16 @@ def test_robust_cifar10_config(arg):
           config.free_m4.replays) == (8, 2, 4)
   assert tuple(config.best_of.free_best) == ("free_m2", "free_m4")
   assert config.pgd.steps == (3 if arg else 7)
-  # The committed run's ensemble: no FAB-T (named, not "standard").
+  # The headline: AutoAttack's standard ensemble with its own budgets (no
+  # overrides); the smoke run keeps the cheaper, named one.
   from jaxadv import evaluation
-  assert (tuple(config.eval.autoattack.attack_names) ==
-          evaluation.ENSEMBLES["apgd-t+square"])
+  if arg is None:
+    assert not dict(config.eval.autoattack)
+    assert (robust_lib.ensemble_settings({})["attack_names"] ==
+            list(evaluation.STANDARD))
+  else:
+    assert (tuple(config.eval.autoattack.attack_names) ==
+            evaluation.ENSEMBLES["apgd-t+square"])
   cost = cifar_compact.compact_cnn_cost(**config.model_kwargs)
   if arg is None:
     doc = robust_cifar10.__doc__.replace("\n", " ")
