@@ -39,6 +39,7 @@ def test_logit_scan_shape_and_clean_logits_at_zero():
   assert np.all(ce[:, 5] > ce[:, 4])
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_logit_scan_of_a_linear_model_is_exactly_linear():
   x, _, _ = _setup()
   model = models.LinearSoftmax()

@@ -26,6 +26,7 @@ def test_conv_benchmark_times_every_setting():
     assert 0 < median_s <= first_s + 1.0
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_train_modes_are_timed_in_one_interleaved_pass():
   """Rows come back in the modes' order, each with its own compile time and
   a per-update time that divides the call by the updates it makes."""
@@ -129,6 +130,7 @@ def test_mi_benchmark_times_the_same_work():
   assert "chunk_size=2" in mi.to_markdown(r)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_attack_throughput_rows_and_deterministic_agreement():
   """jaxadv vs the peers on real images: with no random start the three
   PGDs are the same deterministic attack, so their verdicts agree."""
@@ -166,6 +168,7 @@ def test_attack_throughput_rows_and_deterministic_agreement():
        "train": [], "attack": res})
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_time_to_accuracy_runs_on_fits_eval_hook():
   """Time to accuracy is `training.fit` with its `eval_fn` hook: training
   stops at the first check that reaches the target."""
@@ -190,6 +193,7 @@ def test_time_to_accuracy_runs_on_fits_eval_hook():
       {"config": config.to_dict(), "tta": rows}))
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_build_mode_adds_section_fields_but_the_mode_wins():
   from experiments import common
   _, updates, passes = common.training.build_mode(
@@ -205,6 +209,7 @@ def test_build_mode_adds_section_fields_but_the_mode_wins():
   np.testing.assert_allclose(state.attack_params["eps"], 8 / 255, rtol=1e-6)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_cifar10_rows_use_the_cifar_recipe():
   """The CIFAR-10 groups time the CIFAR recipe (Normalized model, SGD,
   augmentation and BatchNorm-updating attacks) on real CIFAR-10 images."""

@@ -540,6 +540,7 @@ def test_cifar10_download_path(tmp_path, monkeypatch):
   assert x.shape == (4, 32, 32, 3)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 @needs_data
 @pytest.mark.parametrize("split,per_class", [("test", 1000), ("train", 5000)])
 def test_cifar10_jpeg(tfds_dir, raw_dir, split, per_class):

@@ -100,6 +100,7 @@ def test_lam_one_is_the_base_model(partners):
   np.testing.assert_allclose(out.gap, 0.0, atol=1e-6)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_mi_matches_explicit_average():
   """The vmapped MI equals a plain average over the same partners."""
   logits_fn, pool, x = _linear_logits_fn(), _class_coded_pool(), _x()
@@ -295,6 +296,7 @@ def test_eot_pgd_respects_ball_and_box(norm, targeted):
   assert np.any(size > eps / 2)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 def test_eot_pgd_raises_the_expected_loss():
   logits_fn, pool, x = _linear_logits_fn(), _class_coded_pool(), _x()
   y = jnp.argmax(logits_fn(x), -1)

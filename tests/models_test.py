@@ -201,6 +201,7 @@ def test_wide_resnet_default_is_wrn_28_10():
 # ------------------------------------------------------------- BatchNorm ----
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 @pytest.mark.parametrize("name", BN_MODELS)
 def test_batch_stats_update_only_in_train_mode(name):
   model, variables = _model_and_variables(name)

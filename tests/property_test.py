@@ -129,6 +129,7 @@ def test_x_adv_in_ball_and_box(config, shape, eps, step_frac, edges, seed):
   assert np.all(dist <= float(eps) * (1 + TOL) + TOL), (dist.max(), eps)
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 @SETTINGS
 @given(restarts=st.booleans(),
        eps=st.lists(st.floats(0.0, 0.5), min_size=3, max_size=3),
@@ -149,6 +150,7 @@ TARGETED = [("fgsm", "linf"), ("fgm", "l2"), ("bim", "linf"), ("bim", "l2"),
             ("pgd", "linf"), ("eot_pgd", "l2")]
 
 
+@pytest.mark.slow  # 6-14 s; CI's slow line
 @SETTINGS
 @given(config=st.sampled_from(TARGETED), shape=st.sampled_from(SHAPES),
        eps=st.floats(0.0, 0.05), step_frac=st.floats(0.1, 1.0),
