@@ -140,7 +140,7 @@ def _run_chain(chain: Sequence[tuple], apply_fn, variables, x: np.ndarray,
   if workdir is not None and return_adv:
     raise ValueError("`return_adv` with `workdir` is not supported: only the "
                      "verdicts are saved as the evaluation goes.")
-  digest = verdicts.fingerprint(
+  digest = lambda: verdicts.fingerprint(
       dict(settings or {}, attacks=names, eps=float(eps),
            batch_size=batch_size, fit_batches=fit_batches), key, x, y,
       variables)

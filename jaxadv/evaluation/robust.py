@@ -214,7 +214,7 @@ def robust_correct(apply_fn: ApplyFn, variables: Any, x: np.ndarray,
   eps_n = np.asarray(eps, np.float32)
   step_n = np.asarray(step_size, np.float32)
   log = verdicts.VerdictLog(
-      workdir, "robust_correct", verdicts.fingerprint(
+      workdir, "robust_correct", lambda: verdicts.fingerprint(
           dict(attack=attack, eps=eps_n.tolist(), step_size=step_n.tolist(),
                steps=steps, restarts=restarts, norm=norm, loss=loss,
                batch_size=batch_size), key, x, y, variables),

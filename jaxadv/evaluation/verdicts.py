@@ -17,13 +17,14 @@ own file and never resumes from a foreign one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
+
+from jaxadv import digests
 
 
 def fingerprint(settings: Mapping[str, Any], key: jax.Array, *arrays: Any
@@ -38,21 +39,17 @@ def fingerprint(settings: Mapping[str, Any], key: jax.Array, *arrays: Any
   Returns:
     A 32-character hex string.
   """
-  h = hashlib.blake2b(digest_size=16)
-  h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-  h.update(np.asarray(jax.random.key_data(key)).tobytes())
-  for tree in arrays:
-    for leaf in jax.tree.leaves(tree):
-      a = np.ascontiguousarray(np.asarray(leaf))
-      h.update(str((a.dtype, a.shape)).encode())
-      h.update(a.tobytes())
-  return h.hexdigest()
+  header = (json.dumps(settings, sort_keys=True, default=str).encode() +
+            np.asarray(jax.random.key_data(key)).tobytes())
+  return digests.tree_digest(*arrays, header=header)
 
 
 class VerdictLog:
   """The per-example state of a round-based evaluation, on disk as it goes.
 
-  Usage: `log = VerdictLog(workdir, kind, digest, correct=..., ...)`; for
+  Usage: `log = VerdictLog(workdir, kind, digest, correct=..., ...)`, with
+  `digest` a function returning the evaluation's `fingerprint` (called only
+  with a `workdir`: hashing the inputs costs a pass over them); for
   each round in order, `idx = log.start_round(r, survivors)` and then
   `for i in log.batches(r, n_batches)`, updating `log.arrays` and calling
   `log.commit(r, i + 1)` after each batch; `log.finish()` at the end. With
@@ -63,8 +60,8 @@ class VerdictLog:
     meta: a JSON-able dict saved with them (per-attack counts, seconds).
   """
 
-  def __init__(self, workdir: Optional[str], kind: str, digest: str,
-               **arrays: np.ndarray):
+  def __init__(self, workdir: Optional[str], kind: str,
+               digest: Callable[[], str], **arrays: np.ndarray):
     self.arrays = dict(arrays)
     self.meta: dict = {}
     self._round, self._next, self._idx = 0, 0, None
@@ -72,7 +69,7 @@ class VerdictLog:
     if workdir is None:
       return
     os.makedirs(workdir, exist_ok=True)
-    self.path = os.path.join(os.fspath(workdir), f"{kind}-{digest}.npz")
+    self.path = os.path.join(os.fspath(workdir), f"{kind}-{digest()}.npz")
     if os.path.exists(self.path):
       with np.load(self.path, allow_pickle=False) as f:
         for name in self.arrays:

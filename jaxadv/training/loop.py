@@ -22,7 +22,6 @@ passes (`run_pass`), the hooks (`evaluate`, `end_pass`), the metric lines
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -35,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from jaxadv import digests
 from jaxadv import validation
 from jaxadv import data as data_lib
 from jaxadv import metrics as metrics_lib
@@ -353,23 +353,12 @@ class _Checkpointer:
 _RUN_FILE = "run.json"
 
 
-def _digest(*trees) -> str:
-  """A hex digest of the arrays of some pytrees (dtype, shape and bytes)."""
-  h = hashlib.blake2b(digest_size=16)
-  for tree in trees:
-    for leaf in jax.tree.leaves(tree):
-      a = np.ascontiguousarray(np.asarray(leaf))
-      h.update(str((a.dtype, a.shape)).encode())
-      h.update(a.tobytes())
-  return h.hexdigest()
-
-
 def _run_record(state: TrainState, x, y, *, batch_size: int, seed: int,
                 run_config: Optional[dict]) -> dict:
   """What a run was started with: `fit`'s arguments that change its result."""
   return {"seed": int(seed), "batch_size": int(batch_size),
-          "examples": int(np.shape(x)[0]), "data": _digest(x, y),
-          "initial_state": _digest(_state_tree(state)),
+          "examples": int(np.shape(x)[0]), "data": digests.tree_digest(x, y),
+          "initial_state": digests.tree_digest(_state_tree(state)),
           "run_config": json.loads(json.dumps(run_config or {}, default=str,
                                               sort_keys=True))}
 
@@ -417,6 +406,14 @@ def _check_run(workdir: str, record: dict, num_batches: int,
     os.replace(tmp, path)
 
 
+def _runnable(step_fn: StepFn, *, jit: bool,
+              mesh: Optional[jax.sharding.Mesh]) -> StepFn:
+  """The step to run: jitted (donating the state), sharded, or as it is."""
+  if mesh is not None:
+    return parallel.data_parallel(step_fn, mesh)
+  return jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
+
+
 def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
                   jit: bool, mesh: Optional[jax.sharding.Mesh]
                   ) -> tuple[TrainState, StepFn]:
@@ -425,7 +422,6 @@ def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
   Raises:
     ValueError: `batch_size` (or free AT's delta) not divisible by the mesh.
   """
-  run_step = jax.jit(step_fn, donate_argnums=(0,)) if jit else step_fn
   if jit and mesh is None:
     # The jitted step donates its input state: train on a copy, so the
     # caller's `state` stays usable (e.g. for a second `fit`).
@@ -433,8 +429,7 @@ def _prepare_step(state: TrainState, step_fn: StepFn, *, batch_size: int,
   if mesh is not None:  # data parallel: the state lives on the mesh
     parallel.check_batch_size(batch_size, mesh)
     state = parallel.shard_state(state, mesh)
-    run_step = parallel.data_parallel(step_fn, mesh)
-  return state, run_step
+  return state, _runnable(step_fn, jit=jit, mesh=mesh)
 
 
 def _initial_progress(guard: bool = False) -> dict:
@@ -899,8 +894,7 @@ def fit(state: TrainState, step_fn: StepFn, x: np.ndarray, y: np.ndarray, *,
   recovery = None
   if guard is not None and guard.recovery_step is not None:
     _warn_natural(state, guard.recovery_step)
-    _, recovery = _prepare_step(state, guard.recovery_step,
-                                batch_size=batch_size, jit=jit, mesh=mesh)
+    recovery = _runnable(guard.recovery_step, jit=jit, mesh=mesh)
   state, run_step = _prepare_step(state, step_fn, batch_size=batch_size,
                                   jit=jit, mesh=mesh)
   return _Fit(state, run_step, x, y, batch_size=batch_size,
