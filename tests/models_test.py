@@ -29,6 +29,7 @@ ALL_MODELS = {
     **RUN_MODELS,
     "wide_resnet28_10": CIFAR_SHAPE,
     "wide_resnet34_10": CIFAR_SHAPE,
+    "resnet50": CIFAR_SHAPE,
 }
 BN_MODELS = ("preact_resnet18", "wide_resnet16_4")
 BN_FREE_MODELS = ("fast_at_mnist", "madry_cnn")
@@ -167,6 +168,46 @@ def test_madry_cnn_param_count(num_classes):
   assert _param_count(variables["params"]) == expected
   if num_classes == 10:
     assert expected == 3_274_634
+
+
+def _resnet50_count(num_classes):
+  total = _conv(3, 3, 64, bias=False) + _bn(64)
+  c_in = 64
+  for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2),
+                                (512, 3, 2)):
+    for j in range(blocks):
+      c_out = 4 * width
+      total += (_conv(1, c_in, width, bias=False) + _bn(width) +
+                _conv(3, width, width, bias=False) + _bn(width) +
+                _conv(1, width, c_out, bias=False) + _bn(c_out))
+      if j == 0:  # projection shortcut: shape or stride changes
+        total += _conv(1, c_in, c_out, bias=False) + _bn(c_out)
+      c_in = c_out
+  return total + _dense(2048, num_classes)
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_resnet50_param_count(num_classes):
+  variables = _abstract_variables(
+      models.get_model("resnet50", num_classes=num_classes), CIFAR_SHAPE)
+  expected = _resnet50_count(num_classes)
+  assert _param_count(variables["params"]) == expected
+  if num_classes == 10:  # the PyTorch CIFAR ResNet-50's count
+    assert expected == 23_520_842
+
+
+@pytest.mark.slow  # ~15-30 s: ResNet-50 init and train-mode forward on CPU
+def test_resnet50_forward_and_batch_stats():
+  model = models.ResNet50(num_classes=10)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), x)
+  logits, updates = model.apply(variables, x, train=True,
+                                mutable=["batch_stats"])
+  assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)),
+                         variables["batch_stats"], updates["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+  assert model.apply(variables, x).shape == (2, 10)
 
 
 def test_preact_resnet18_param_count():
@@ -345,7 +386,7 @@ def test_get_model_types():
       34, 10, 100, 0.3)
 
 
-@pytest.mark.parametrize("name", ["resnet50", "", "FAST_AT_MNIST", "__class__"])
+@pytest.mark.parametrize("name", ["resnet101", "", "FAST_AT_MNIST", "__class__"])
 def test_unknown_model_name(name):
   with pytest.raises(ValueError, match="Unknown model name") as e:
     models.get_model(name)

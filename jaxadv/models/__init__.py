@@ -32,6 +32,8 @@ from jaxadv.models.resnet import PreActBlock
 from jaxadv.models.torch_import import TORCH_LAYOUTS
 from jaxadv.models.torch_import import load_torch_state_dict
 from jaxadv.models.resnet import PreActResNet18
+from jaxadv.models.resnet import Bottleneck
+from jaxadv.models.resnet import ResNet50
 from jaxadv.models.wide_resnet import WideBasicBlock
 from jaxadv.models.wide_resnet import WideResNet
 from jaxadv.models.wide_resnet import WideResNet16_4

@@ -32,6 +32,7 @@ from jaxadv.models.mnist import MadryCNN
 from jaxadv.models.mlp import MLP
 from jaxadv.models.mlp import VATMLP
 from jaxadv.models.resnet import PreActResNet18
+from jaxadv.models.resnet import ResNet50
 from jaxadv.models.wide_resnet import WideResNet16_4
 from jaxadv.models.wide_resnet import WideResNet28_10
 from jaxadv.models.wide_resnet import WideResNet34_10
@@ -56,6 +57,7 @@ _REGISTRY: dict[str, ModelConstructor] = {
     "madry_cnn": MadryCNN,
     "mlp": MLP,
     "preact_resnet18": PreActResNet18,
+    "resnet50": ResNet50,
     "wide_resnet28_10": WideResNet28_10,
     "wide_resnet34_10": WideResNet34_10,
     "wide_resnet16_4": WideResNet16_4,
@@ -78,7 +80,8 @@ def get_model(name: str, *, kernels: str = "lax", **kwargs: Any) -> nn.Module:
   Built-in names: `"compact_cnn"` (`CompactCNN`, a small BatchNorm CNN for
   CIFAR on CPUs), `"fast_at_mnist"` (`FastATMNIST`), `"linear_softmax"`
   (`LinearSoftmax`, logistic regression), `"madry_cnn"`
-  (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"wide_resnet28_10"`,
+  (`MadryCNN`), `"preact_resnet18"` (`PreActResNet18`), `"resnet50"`
+  (`ResNet50`, CIFAR form), `"wide_resnet28_10"`,
   `"wide_resnet34_10"` and `"wide_resnet16_4"` (`WideResNet` variants),
   `"dm_wide_resnet28_10"`, `"dm_wide_resnet70_16"` and `"dm_wide_resnet16_2"`
   (`DMWideResNet` variants: Swish, in-model normalisation, the RobustBench

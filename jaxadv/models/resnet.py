@@ -1,9 +1,14 @@
-"""Pre-activation ResNet-18 for CIFAR-sized inputs.
+"""ResNets for CIFAR-sized inputs.
 
-He, Zhang, Ren & Sun (2016), "Identity Mappings in Deep Residual Networks", in
-the CIFAR variant used by Wong, Rice & Kolter (2020), "Fast is better than
-free", and Rice, Wong & Kolter (2020), "Overfitting in adversarially robust deep
-learning" (`preact_resnet.py` in both code bases).
+* Pre-activation ResNet-18: He, Zhang, Ren & Sun (2016), "Identity Mappings
+  in Deep Residual Networks", in the CIFAR variant used by Wong, Rice &
+  Kolter (2020), "Fast is better than free", and Rice, Wong & Kolter (2020),
+  "Overfitting in adversarially robust deep learning" (`preact_resnet.py` in
+  both code bases).
+* ResNet-50: He, Zhang, Ren & Sun (2016), "Deep Residual Learning for Image
+  Recognition", bottleneck blocks (3, 4, 6, 3) in the usual CIFAR form (a
+  3x3 stride-1 stem, no max pool), the network Pang, Xu & Zhu (ICLR 2020)
+  name for their Mixup Inference experiments.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import jax.numpy as jnp
 from jaxadv import validation
 from jaxadv.models import layers
 
-__all__ = ["PreActBlock", "PreActResNet18"]
+__all__ = ["Bottleneck", "PreActBlock", "PreActResNet18", "ResNet50"]
 
 # PyTorch's default Conv2d / Linear weight init is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); biases start at zero here.
@@ -136,3 +141,91 @@ class PreActResNet18(nn.Module):
     x = nn.Dense(self.num_classes, kernel_init=_torch_default_kernel_init,
                  name="linear")(x)
     return x
+
+
+class Bottleneck(nn.Module):
+  """Bottleneck block: Conv1x1-BN-ReLU-Conv3x3-BN-ReLU-Conv1x1-BN + shortcut,
+  then ReLU (He et al., 2016; the stride sits on the 3x3 convolution).
+
+  The shortcut is the identity when the shape is unchanged and otherwise a
+  1x1 convolution (no bias) with stride `stride` followed by BatchNorm.
+
+  Attributes:
+    features: Width of the 1x1 and 3x3 convolutions; the block outputs
+      `4 * features` channels.
+    stride: Stride of the 3x3 convolution (and of the shortcut).
+  """
+
+  features: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies the block to float32 `[B, H, W, C_in]` activations; returns
+    `[B, ceil(H / stride), ceil(W / stride), 4 * features]`."""
+    conv = functools.partial(layers.Conv, use_bias=False,
+                             kernel_init=_torch_default_kernel_init)
+    strides = (self.stride, self.stride)
+    out = conv(self.features, (1, 1), padding="VALID", name="conv1")(x)
+    out = nn.relu(_batch_norm(train, "bn1")(out))
+    out = conv(self.features, (3, 3), strides=strides, padding=_PAD1,
+               name="conv2")(out)
+    out = nn.relu(_batch_norm(train, "bn2")(out))
+    out = conv(4 * self.features, (1, 1), padding="VALID", name="conv3")(out)
+    out = _batch_norm(train, "bn3")(out)
+    if self.stride != 1 or x.shape[-1] != 4 * self.features:
+      x = conv(4 * self.features, (1, 1), strides=strides, padding="VALID",
+               name="shortcut")(x)
+      x = _batch_norm(train, "shortcut_bn")(x)
+    return nn.relu(out + x)
+
+
+class ResNet50(nn.Module):
+  """ResNet-50 for 32x32 images (He et al., 2016), CIFAR form.
+
+  Architecture::
+
+      Conv(64, 3x3, stride 1, pad 1, no bias) -> BN -> ReLU
+      -> 4 stages of (3, 4, 6, 3) Bottlenecks, widths (64, 128, 256, 512)
+         (outputs x4), strides (1, 2, 2, 2)
+      -> global average pool -> Dense(num_classes)
+
+  23,520,842 parameters for `num_classes = 10`. Weights use PyTorch's
+  default initialisation, biases start at zero; BatchNorm as in
+  `PreActResNet18` (running statistics in `batch_stats`).
+
+  Attributes:
+    num_classes: Number of output logits `K`.
+  """
+
+  num_classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Computes logits.
+
+    Args:
+      x: float32 images `[B, H, W, C]` (`[B, 32, 32, 3]` for CIFAR) in
+        `[0, 1]`. Any input normalisation is up to the caller.
+      train: Use batch statistics and update the running averages in
+        `batch_stats` when True; use the running averages when False.
+
+    Returns:
+      float32 logits of shape `[B, num_classes]`.
+
+    Raises:
+      ValueError: If `x` is not rank 4.
+      TypeError: If `x` is not floating point.
+    """
+    validation.check_nhwc(x, type(self).__name__)
+    x = layers.Conv(64, (3, 3), strides=(1, 1), padding=_PAD1, use_bias=False,
+                    kernel_init=_torch_default_kernel_init, name="conv1")(x)
+    x = nn.relu(_batch_norm(train, "bn1")(x))
+    stages = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))
+    for i, (features, blocks, stride) in enumerate(stages):
+      for j in range(blocks):
+        x = Bottleneck(features, stride if j == 0 else 1,
+                       name=f"layer{i + 1}_{j}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    return nn.Dense(self.num_classes, kernel_init=_torch_default_kernel_init,
+                    name="linear")(x)
