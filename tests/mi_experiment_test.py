@@ -47,6 +47,10 @@ def _tiny_config():
   config.autoattack_rand.apgd_steps = 3
   config.analysis.lams = (0.5, 1.0)
   config.analysis.num_examples = 20
+  config.eot_draws.draws = (1, 2)
+  config.eot_draws.steps = 2
+  config.eot_draws.num_examples = 8
+  config.eot_draws.defenses = ("mi_ol", "mi_combined")
   return config
 
 
@@ -76,10 +80,11 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
   assert obl and obl == adp
   # 2 models x 5 defences: clean + (untargeted, targeted) PGD-3 at eps 0.05
   # + the sweep's extra eps 0.1, each oblivious and adaptive, plus the
-  # paper's attack for the 3 MI defences at eps 0.05, plus the adaptive
-  # worst case of the 4 defences at the 3 settings, plus AutoAttack's rand
-  # version against the 4 randomized defences.
-  assert len(records) == 2 * (5 * (1 + 3 * 2) + 3 * 2 + 4 * 3 + 4)
+  # paper's attack in both forms (mean of per-partner perturbations; the
+  # authors' mixed-space PGD) for the 3 MI defences at eps 0.05, plus the
+  # adaptive worst case of the 4 defences at the 3 settings, plus
+  # AutoAttack's rand version against the 4 randomized defences.
+  assert len(records) == 2 * (5 * (1 + 3 * 2) + 2 * 3 * 2 + 4 * 3 + 4)
   # The worst case is the per-example AND of the attacks' verdicts, so it is
   # never above any of them, and it is recomputed exactly from the saved
   # per-example arrays.
@@ -94,7 +99,8 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
     assert r["mode"] == "adaptive"
     parts = [per_example[key(r, a, m)] for a, m in (
         ("pgd", "oblivious"), ("eot_pgd", "adaptive"),
-        ("pgd_mixed_avg", "adaptive")) if key(r, a, m) in per_example.files]
+        ("pgd_mixed_avg", "adaptive"), ("pgd_mixed_space", "adaptive"))
+             if key(r, a, m) in per_example.files]
     assert len(parts) >= 2
     if not r["targeted"] and r["eps"] == config.eval.eps:  # + AA rand
       parts.append(per_example[_pe_key(r, plan.RAND_ATTACK, "adaptive", 3)])
@@ -126,11 +132,23 @@ def test_tiny_mi_run_writes_every_record_and_resumes(tmp_path):
                       {k: per_example[k] for k in per_example.files},
                       details["autoattack_rand"])
   with open(os.path.join(workdir, "results.md")) as f:
-    assert "AutoAttack rand" in f.read()
+    md = f.read()
+  assert "AutoAttack rand" in md and "EOT-PGD against its number" in md
+  # The draws study: every model x defence x draw count, the full defence.
+  draws = details["eot_draws"]
+  assert sorted((r["model"], r["defense"], r["eot_samples"]) for r in draws) == (
+      sorted((m, d, k) for m in config.models for d in ("mi_ol", "mi_combined")
+             for k in (1, 2)))
+  for r in draws:
+    assert r["max_samples"] is None and r["num_examples"] == 8
+    assert r["copies"] == evaluate.copies(r["defense"], config)
+    assert 0.0 <= r["acc"] <= 1.0
 
   # Started again: everything is found on disk, nothing is recomputed.
   again = mixup_inference.train_and_evaluate(config, workdir)
   assert again == records
+  with open(os.path.join(workdir, "details.json")) as f:
+    assert json.load(f)["eot_draws"] == draws
 
 
 def test_unknown_defense_is_rejected(tmp_path):
@@ -277,3 +295,47 @@ def test_autoattack_rand_job_joins_the_adaptive_worst_case(mnist_mlp,
   before = [dict(r) for r in records]
   assert run() == {}  # resumed: nothing left to run
   assert records == before
+
+
+def test_eot_draws_study_runs_every_cell_once_on_the_full_defence(mnist_mlp,
+                                                                  tmp_path):
+  apply, variables, x_test, y_test = mnist_mlp
+  config = _tiny_config()
+  config.eval.batch_size = 8
+  config.eot_draws.defenses = ("mi_ol",)
+  config.eot_draws.draws = (1, 3)
+  pool = defenses.make_pool(x_test[100:400], y_test[100:400], size=100,
+                            key=jax.random.key(1), num_classes=10)
+  ev = evaluate.Evaluator(config, types.SimpleNamespace(apply=apply),
+                          variables, {"pl": pool, "ol": pool}, 0.5)
+  rows, saves = [], []
+  run = lambda: evaluate.eot_draws_study(
+      "mlp", ev, config, (x_test[:20], y_test[:20]), jax.random.key(3), rows,
+      lambda: saves.append(len(rows)))
+  run()
+  assert [(r["defense"], r["eot_samples"]) for r in rows] == [
+      ("mi_ol", 1), ("mi_ol", 3)]
+  assert saves == [1, 2]      # saved after every cell: resumable
+  for r in rows:
+    assert r["copies"] == config.mi.ol_num_samples  # all N, not capped
+    assert r["num_examples"] == 8 and 0.0 <= r["acc"] <= 1.0
+  run()                       # found, not recomputed
+  assert len(rows) == 2 and saves == [1, 2]
+
+
+def test_cifar10_paper_config_feeds_resnet50_pixels_in_minus_one_one():
+  from experiments import common
+  from experiments.configs import mi_cifar10
+  config = mi_cifar10.get_config("jpeg")
+  assert config.dataset == "cifar10_jpeg" and config.model == "resnet50"
+  assert config.iat.attack_bn == "eval" and config.iat.steps == 10
+  config.model = "fast_at_mnist"     # a small stand-in for the wrapper check
+  model = common.robust.get_model(config)
+  x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+  variables = model.init(jax.random.key(1), x)
+  inner = common.robust.models.get_model("fast_at_mnist", num_classes=10,
+                                         kernels=config.kernels)
+  np.testing.assert_allclose(
+      model.apply(variables, x),
+      inner.apply({"params": variables["params"]["model"]}, 2 * x - 1),
+      rtol=1e-5, atol=1e-5)

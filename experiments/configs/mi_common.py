@@ -110,6 +110,15 @@ def base_config() -> ml_collections.ConfigDict:
   config.autoattack_rand = ml_collections.ConfigDict(dict(
       enabled=True, apgd_steps=100, eot_samples=20, max_samples=1,
       batch_size=ml_collections.config_dict.placeholder(int)))
+  # The strength of EOT against its number of draws (issue #21): untargeted
+  # EOT-PGD-`steps` at eval.eps on the first `num_examples` test examples,
+  # every step's gradient averaged over `draws` fresh draws of the defence,
+  # each draw the defence as deployed (`max_samples` None: all N copies).
+  # Written to details.json ("eot_draws") and results.md.
+  config.eot_draws = ml_collections.ConfigDict(dict(
+      enabled=True, draws=(1, 4, 20), steps=10, num_examples=200,
+      defenses=("mi_pl", "mi_ol", "mi_combined"),
+      max_samples=ml_collections.config_dict.placeholder(int)))
   # The analysis of Pang et al.: accuracy and F_y / F_y_hat against lam.
   config.analysis = ml_collections.ConfigDict(dict(
       lams=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), num_examples=500))
@@ -143,6 +152,9 @@ def make_quick(config: ml_collections.ConfigDict) -> None:
   config.autoattack_rand.eot_samples = 2
   config.analysis.lams = (0.4, 0.6, 0.8, 1.0)
   config.analysis.num_examples = 100
+  config.eot_draws.draws = (1, 2)
+  config.eot_draws.steps = 3
+  config.eot_draws.num_examples = 20
 
 
 def make_pgd10(config: ml_collections.ConfigDict) -> None:

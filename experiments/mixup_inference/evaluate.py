@@ -24,6 +24,9 @@ from jaxadv import parallel
 MI_DEFENSES = ("mi_pl", "mi_ol", "mi_combined")
 BASELINES = ("gaussian", "rotation", "xie", "guo")
 DEFENSE_NAMES = ("none",) + BASELINES + MI_DEFENSES
+# The record name of each adaptive job's attack.
+ATTACK_OF_MODE = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg",
+                  "paper_code": "pgd_mixed_space"}
 
 
 # --------------------------------------------------------------------------
@@ -209,23 +212,30 @@ class Evaluator:
     return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                           jnp.float32(eps)), (x, y))
 
-  def adaptive(self, defense, x, y, key, *, eps, steps, targeted):
-    """EOT-PGD through the defence (capped draws per step)."""
+  def adaptive(self, defense, x, y, key, *, eps, steps, targeted,
+               eot_samples: int | None = None, max_samples="config"):
+    """EOT-PGD through the defence: every step's gradient averaged over
+    `eot_samples` fresh draws of the defence (default
+    `config.adaptive.eot_samples`), each draw with at most `max_samples` of
+    its mixed copies / transforms (default `config.adaptive.max_samples`;
+    None = all N, the defence as deployed)."""
     ac, factor = self.config.adaptive, self.config.eval.step_size_factor
+    draws = int(ac.eot_samples if eot_samples is None else eot_samples)
+    cap = ac.max_samples if max_samples == "config" else max_samples
 
     def build():
       probs_fn = make_defense(defense, self.config, self.model.apply,
                               self.pools, mi_ol_lam=self.mi_ol_lam,
-                              max_samples=ac.max_samples)
+                              max_samples=cap)
 
       def fn(v, x, y, key, eps):
         loss_fn = defenses.probs_loss_fn(lambda z, k: probs_fn(v, z, k))
         return attacks.eot_pgd(loss_fn, x, y, key, eps=eps,
                                step_size=factor * eps, steps=steps,
-                               eot_samples=ac.eot_samples, targeted=targeted,
+                               eot_samples=draws, targeted=targeted,
                                unroll=ac.unroll)
       return fn
-    fn = self._jit(("eot", defense, steps, targeted), build)
+    fn = self._jit(("eot", defense, steps, targeted, draws, cap), build)
     return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                           jnp.float32(eps)), (x, y))
 
@@ -277,25 +287,36 @@ class Evaluator:
         batch_size=self.rand_batch_size(defense, len(x)), unroll=unroll,
         return_adv=True)
 
-  def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted):
-    """Pang et al.'s adaptive attack: mean PGD perturbation on mixed inputs."""
-    ac, mc = self.config.adaptive, self.config.mi
-    factor = self.config.eval.step_size_factor
+  def _paper_setting(self, defense):
+    mc = self.config.mi
     partners = "pl" if defense == "mi_pl" else "ol"
     lam = {"mi_pl": mc.pl_lam, "mi_ol": self.mi_ol_lam,
            "mi_combined": mc.combined_lam_ol}[defense]
-    pool = self.pools[partners]
+    return partners, lam, self.pools[partners]
+
+  def paper_adaptive(self, defense, x, y, key, *, eps, steps, targeted,
+                     code: bool = False):
+    """Pang et al.'s adaptive attack: the mean of per-partner PGD
+    perturbations in input space ("pgd_mixed_avg"), or with `code` the
+    authors' released version (PGD on the mixed images with the gradient
+    averaged over partners, `defenses.mi_mixed_space_pgd`:
+    "pgd_mixed_space")."""
+    ac = self.config.adaptive
+    factor = self.config.eval.step_size_factor
+    partners, lam, pool = self._paper_setting(defense)
     apply_fn = self.model.apply
+    attack = (defenses.mi_mixed_space_pgd if code
+              else defenses.mi_average_perturbation_pgd)
 
     def build():
       def fn(v, x, y, key, eps):
-        return defenses.mi_average_perturbation_pgd(
+        return attack(
             lambda z: apply_fn(v, z, train=False), x, y, pool, key, lam=lam,
             eps=eps, step_size=factor * eps, steps=steps,
             num_partners=ac.paper_num_partners, partners=partners,
             targeted=targeted, unroll=ac.unroll)
       return fn
-    fn = self._jit(("paper", defense, steps, targeted), build)
+    fn = self._jit(("paper", code, defense, steps, targeted), build)
     return self._run(lambda i, xb, yb: fn(self.variables, xb, yb, key,
                                           jnp.float32(eps)), (x, y))
 
@@ -337,6 +358,7 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
       if (d in MI_DEFENSES and steps in config.adaptive.paper_steps
           and eps == float(ec.eps)):
         jobs.append(("paper", d, targeted, steps, eps))
+        jobs.append(("paper_code", d, targeted, steps, eps))
   if plan.rand_enabled(config):  # untargeted, at the main eps
     jobs += [("autoattack_rand", d, False,
               int(config.autoattack_rand.apgd_steps), float(ec.eps))
@@ -354,8 +376,8 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
       recs = [plan._record(name, dd, "pgd", targeted, "oblivious", steps, eps, 0)
               for dd in config.defenses]
     else:
-      attack = {"adaptive": "eot_pgd", "paper": "pgd_mixed_avg"}[mode]
-      recs = [plan._record(name, d, attack, targeted, "adaptive", steps, eps, 0)]
+      recs = [plan._record(name, d, ATTACK_OF_MODE[mode], targeted,
+                           "adaptive", steps, eps, 0)]
     n = examples(mode, steps)
     return any(plan._rkey(r) not in done or r not in per_example
                or len(per_example.get(r)) != n for r in recs)
@@ -397,7 +419,7 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
                           targeted=targeted)
     else:
       x_adv = ev.paper_adaptive(d, x, y_att, akey, eps=eps, steps=steps,
-                                targeted=targeted)
+                                targeted=targeted, code=mode == "paper_code")
     attack_seconds = time.perf_counter() - t0
     _check_ball(x_adv, x, eps)
     evaluated = config.defenses if mode == "oblivious" else (d,)
@@ -412,9 +434,8 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
           recs.append(plan._record(name, dd, "pgd", targeted, "adaptive", steps,
                               eps, acc, n))
       else:
-        attack = "eot_pgd" if mode == "adaptive" else "pgd_mixed_avg"
-        recs = [plan._record(name, dd, attack, targeted, "adaptive", steps, eps,
-                        acc, n)]
+        recs = [plan._record(name, dd, ATTACK_OF_MODE[mode], targeted,
+                             "adaptive", steps, eps, acc, n)]
       for r in recs:
         per_example.put(r, correct)
         plan._upsert(records, done, r)
@@ -427,6 +448,45 @@ def evaluate_model(name: str, ev: Evaluator, config, test, targets_all,
     plan._upsert(records, done, r)
   save()
   return timings
+
+
+def eot_draws_study(name: str, ev: Evaluator, config, test, key,
+                    rows: list, save: Callable) -> None:
+  """How EOT-PGD's adaptive accuracy moves with its number of draws.
+
+  For every defence of `config.eot_draws.defenses` and every draw count of
+  `config.eot_draws.draws`, untargeted EOT-PGD-`steps` at `config.eval.eps`
+  on the first `num_examples` test examples, every step's gradient averaged
+  over that many fresh draws of the defence, each draw the defence as
+  deployed (all N copies; `max_samples` caps it when set). Appends to `rows`
+  (resumable: rows already there are skipped) {"model", "defense",
+  "eot_samples", "max_samples", "copies", "steps", "num_examples", "acc",
+  "seconds"}; the verdicts are the deployed defence's (fresh draws).
+  """
+  dc, ec = config.eot_draws, config.eval
+  n = min(int(dc.num_examples), len(test[1]))
+  x, y = test[0][:n], test[1][:n]
+  eps, steps = float(ec.eps), int(dc.steps)
+  cap = dc.get("max_samples")
+  done = {(r["model"], r["defense"], r["eot_samples"]) for r in rows}
+  for d in dc.defenses:
+    for draws in dc.draws:
+      if (name, d, int(draws)) in done:
+        continue
+      akey = jax.random.fold_in(key, zlib.crc32(
+          f"draws/{d}/{draws}".encode()) % 2**31)
+      t0 = time.perf_counter()
+      x_adv = ev.adaptive(d, x, y, akey, eps=eps, steps=steps,
+                          targeted=False, eot_samples=int(draws),
+                          max_samples=cap)
+      seconds = time.perf_counter() - t0
+      _check_ball(x_adv, x, eps)
+      pred = ev.predict(d, x_adv, jax.random.fold_in(key, 7))
+      rows.append({"model": name, "defense": d, "eot_samples": int(draws),
+                   "max_samples": cap, "copies": copies(d, config, cap),
+                   "steps": steps, "num_examples": n,
+                   "acc": float(np.mean(pred == y)), "seconds": seconds})
+      save()
 
 
 def _check_ball(x_adv, x, eps) -> None:

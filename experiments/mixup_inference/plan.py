@@ -122,13 +122,14 @@ class PerExample:
 # of its own step count, on `rand_examples` >= n examples; its first n
 # verdicts join).
 WORST_CASE_OF = (("pgd", "oblivious"), ("eot_pgd", "adaptive"),
-                 ("pgd_mixed_avg", "adaptive"))
+                 ("pgd_mixed_avg", "adaptive"), ("pgd_mixed_space", "adaptive"))
 
 
 def worst_case_records(name: str, config, per_example: PerExample) -> list:
   """Adaptive `worst_case` records: an example counts as robust only if it
   survives every attack run against that defence (oblivious PGD on the base
-  model, EOT-PGD through the defence, for MI Pang et al.'s attack and,
+  model, EOT-PGD through the defence, for MI both forms of Pang et al.'s
+  attack and,
   untargeted at the main eps, AutoAttack's "rand" version when enabled).
 
   An adaptive attacker knows the defence and may use any attack, per

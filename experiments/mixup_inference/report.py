@@ -70,11 +70,13 @@ def format_tables(records: list, config) -> str:
     cols = [(t, s) for t in ec.targeted for s in ec.steps]
     lines.append(f"\n**{model} model, {config.dataset}, eps {ec.eps}** "
                  "(accuracy %, oblivious / adaptive; adaptive = per-example "
-                 "worst case over oblivious PGD, EOT-PGD and Pang et al.'s "
-                 "attack" + (", and in the untargeted columns AutoAttack's "
+                 "worst case over oblivious PGD, EOT-PGD and both forms of "
+                 "Pang et al.'s attack" + (", and in the untargeted columns AutoAttack's "
                              "rand version" if has_rand else "") +
-                 "; `(eot ...)` = EOT-PGD alone; `[paper ...]` = Pang "
-                 "et al.'s adaptive attack alone" +
+                 "; `(eot ...)` = EOT-PGD alone; `[avg ...]` = the mean of "
+                 "per-partner PGD perturbations alone; `[code ...]` = Pang "
+                 "et al.'s attack as their code runs it (PGD on the mixed "
+                 "images), alone" +
                  ("; AutoAttack rand = AutoAttack's rand version alone, "
                   "untargeted" + _rand_note(config) + ": robust only if "
                   "right clean and after each attack" if rand_col else "")
@@ -105,9 +107,11 @@ def format_tables(records: list, config) -> str:
         cell = f"{pct(obl)} / {pct(adaptive_acc(records, **base))}"
         if d != "none":
           cell += f" (eot {pct(_acc(records, attack='eot_pgd', **base))})"
-        paper = _acc(records, attack="pgd_mixed_avg", **base)
-        if paper is not None:
-          cell += f" [paper {pct(paper)}]"
+        for attack, tag in (("pgd_mixed_avg", "avg"),
+                            ("pgd_mixed_space", "code")):
+          paper = _acc(records, attack=attack, **base)
+          if paper is not None:
+            cell += f" [{tag} {pct(paper)}]"
         row.append(cell)
       lines.append("| " + " | ".join(row) + " |")
     lines.append(f"\n**{model} model: untargeted PGD-{ec.sweep_steps} vs eps** "
@@ -218,3 +222,34 @@ def format_analysis(details: dict, config) -> str:
           f"{g['mean_gap_adv_oblivious']:.3f} | {g['auc_oblivious']:.3f} | "
           f"{'-' if auc_adp is None else f'{auc_adp:.3f}'} |")
   return "\n".join(lines)
+
+
+def format_eot_draws(details: dict, config) -> str:
+  """Markdown: EOT-PGD's adaptive accuracy against its number of draws
+  (`details["eot_draws"]`, from `evaluate.eot_draws_study`), per model and
+  defence; "" when it did not run."""
+  rows = details.get("eot_draws") or []
+  if not rows:
+    return ""
+  draws = sorted({r["eot_samples"] for r in rows})
+  r0 = rows[0]
+  cap = ("all N copies (the defence as deployed)" if r0["max_samples"] is None
+         else f"at most {r0['max_samples']} copies")
+  lines = [f"\n**EOT-PGD against its number of draws** (untargeted "
+           f"EOT-PGD-{r0['steps']} at eps {config.eval.eps} on the first "
+           f"{r0['num_examples']} test examples; every step's gradient "
+           f"averaged over that many draws, each of {cap}; accuracy %, "
+           "seconds in brackets)\n",
+           "| model | defence | copies per draw | " + " | ".join(
+               f"{k} draws" for k in draws) + " |",
+           "|---" * (len(draws) + 3) + "|"]
+  keys = list(dict.fromkeys((r["model"], r["defense"]) for r in rows))
+  for model, d in keys:
+    cells = {r["eot_samples"]: r for r in rows
+             if r["model"] == model and r["defense"] == d}
+    some = next(iter(cells.values()))
+    lines.append(f"| {model} | {d} | {some['copies']} | " + " | ".join(
+        f"{100 * cells[k]['acc']:.1f} ({cells[k]['seconds']:.0f} s)"
+        if k in cells else "-" for k in draws) + " |")
+  return "\n".join(lines)
+

@@ -86,6 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         jax.random.fold_in(key, 200 + i), per_example,
         details.setdefault("autoattack_rand", {}).setdefault(name, {}))
     details["timings"].setdefault(name, {}).update(timings)
+    if config.get("eot_draws") and config.eot_draws.enabled:
+      evaluate.eot_draws_study(
+          name, ev, config, test, jax.random.fold_in(key, 400 + i),
+          details.setdefault("eot_draws", []), save)
     if name not in details["analysis"]:
       details["analysis"][name] = evaluate.analyse(
           name, ev, config, test, jax.random.fold_in(key, 300))
@@ -93,6 +97,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   table = report.format_tables(records, config)
   analysis_md = report.format_analysis(details, config)
+  draws_md = report.format_eot_draws(details, config)
+  if draws_md:
+    analysis_md += "\n" + draws_md
   if jax.process_index() == 0:  # multi-host: process 0 writes the results
     report.plots(details, records, config, workdir)
   common.write_markdown(os.path.join(workdir, "results.md"),

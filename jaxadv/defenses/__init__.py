@@ -1,6 +1,7 @@
 """Inference-time defences: Mixup Inference and randomized input transforms."""
 
 from jaxadv.defenses.adaptive import mi_average_perturbation_pgd
+from jaxadv.defenses.adaptive import mi_mixed_space_pgd
 from jaxadv.defenses.adaptive import probs_loss_fn
 from jaxadv.defenses.input_transforms import TRANSFORMS
 from jaxadv.defenses.input_transforms import gaussian_noise
