@@ -39,6 +39,9 @@ METHODS = ("natural", "fgsm_rs", "free", "pgd")
 # Input normalisations by name: (mean, std) in pixel units.
 NORMALIZATIONS = {
     "cifar10": (models.normalize.CIFAR10_MEAN, models.normalize.CIFAR10_STD),
+    # [0, 1] -> [-1, 1] (torchvision Normalize(0.5, 0.5)), as Pang et al.'s
+    # Mixup Inference code feeds its networks.
+    "symmetric": ((0.5,), (0.5,)),
 }
 
 

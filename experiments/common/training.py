@@ -111,7 +111,8 @@ STEPS: dict[str, Step] = {
         alpha=c["alpha"], augment=augmentation(c)), _ONE, _ONE),
     "iat": Step(lambda c: training.iat_step(
         alpha=c["alpha"], steps=c["steps"], adv_ratio=c["adv_ratio"],
-        unroll=_unroll(c), augment=augmentation(c)), _ONE,
+        unroll=_unroll(c), attack_bn=c.get("attack_bn") or "batch",
+        augment=augmentation(c)), _ONE,
                 lambda c: c["steps"] + 2),
     # N-FGSM (de Jorge et al., 2022): noise U(-k eps, k eps), no projection.
     "n_fgsm": Step(lambda c: training.n_fgsm_step(

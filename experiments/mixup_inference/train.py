@@ -6,7 +6,6 @@ import jax
 import ml_collections
 
 from experiments import common
-from jaxadv import models
 
 
 def train_model(name: str, config: ml_collections.ConfigDict, x, y,
@@ -17,8 +16,9 @@ def train_model(name: str, config: ml_collections.ConfigDict, x, y,
   Returns:
     (model, variables, TrainResult).
   """
-  model = models.get_model(config.model, kernels=config.kernels,
-                           num_classes=num_classes)
+  del num_classes  # the dataset's, as `get_model` reads it
+  # The config's model, `model_kwargs` and input normalisation.
+  model = common.robust.get_model(config)
   trained = common.train_model(
       name, config[name], model, x, y,
       key=jax.random.fold_in(jax.random.key(config.seed),

@@ -595,7 +595,7 @@ def mixup_step(*, alpha: float = 1.0,
 
 def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
              norm: str = "linf", random_start: bool = True,
-             unroll: Optional[bool] = None,
+             unroll: Optional[bool] = None, attack_bn: str = "batch",
              augment: Optional[Augment] = None) -> StepFn:
   """Interpolated adversarial training (Lamb, Verma, Kannala & Bengio, 2019).
 
@@ -614,6 +614,10 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
     random_start: PGD's uniform random start.
     unroll: unroll the step loop (True), roll it (False) or None
       (`jaxadv.loops.default_unroll()`: unrolled on CPU only).
+    attack_bn: the BatchNorm mode of the PGD forwards (`ATTACK_BN`):
+      "batch" (default: batch statistics, running averages untouched),
+      "eval" (running averages: Pang et al.'s released IAT code runs the
+      attack under `model.eval()`) or "update".
     augment: `(key, x) -> x` training augmentation (`make_step`), or None.
 
   Returns:
@@ -622,13 +626,15 @@ def iat_step(*, alpha: float = 1.0, steps: int = 10, adv_ratio: float = 0.5,
 
   Raises:
     ValueError, TypeError: `alpha <= 0`, `adv_ratio` outside [0, 1],
-      `steps < 0`, unknown `norm`, bad `unroll`.
+      `steps < 0`, unknown `norm` or `attack_bn`, bad `unroll`.
   """
   _check_alpha(alpha)
   _check_attack_options(norm, steps, unroll)
+  validation.check_choice(attack_bn, "attack_bn", ATTACK_BN)
   if not 0.0 <= adv_ratio <= 1.0:
     raise ValueError(f"`adv_ratio` must be in [0, 1]; got {adv_ratio}.")
-  pgd = _pgd(steps=steps, norm=norm, random_start=random_start, unroll=unroll)
+  pgd = _pgd(steps=steps, norm=norm, random_start=random_start, unroll=unroll,
+             attack_bn=attack_bn)
 
   def perturb(state, batch, key):
     x, y = batch["x"], batch["y"]
