@@ -140,14 +140,22 @@ def n_fgsm_step(*, noise: float = 2.0, clip: Optional[float] = None,
 
 def _cosine(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-example cosine of flattened a, b [B, ...], and where both are
-  non-zero (the official code averages over those only)."""
-  a = a.reshape(a.shape[0], -1)
-  b = b.reshape(b.shape[0], -1)
-  sa, sb = jnp.sum(a * a, -1), jnp.sum(b * b, -1)
-  ok = (sa > 0) & (sb > 0)
-  # The square roots only of positive sums: sqrt's derivative at 0 is
-  # infinite and would turn a zero gradient into NaN parameters.
-  norms = jnp.sqrt(jnp.where(ok, sa, 1.0)) * jnp.sqrt(jnp.where(ok, sb, 1.0))
+  non-zero (the official code averages over those only).
+
+  Each row is first divided by its largest |entry| (a constant to the
+  derivative): the cosine and its derivative are unchanged, but the sums of
+  squares stay >= 1, so tiny input gradients (a gradient-masked model's can
+  be ~1e-20) neither underflow nor meet sqrt's infinite slope at 0.
+  """
+  def scaled(v):
+    v = v.reshape(v.shape[0], -1)
+    m = jax.lax.stop_gradient(jnp.max(jnp.abs(v), -1, keepdims=True))
+    return v / jnp.where(m > 0, m, 1.0), m[:, 0] > 0
+
+  (a, ok_a), (b, ok_b) = scaled(a), scaled(b)
+  ok = ok_a & ok_b
+  norms = (jnp.sqrt(jnp.where(ok, jnp.sum(a * a, -1), 1.0)) *
+           jnp.sqrt(jnp.where(ok, jnp.sum(b * b, -1), 1.0)))
   return jnp.where(ok, jnp.sum(a * b, -1) / norms, 0.0), ok
 
 
