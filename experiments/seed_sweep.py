@@ -20,8 +20,10 @@ eval_examples, train_seconds, train_steps, fwd_bwd_passes, with the
 environment), `WORKDIR/summary.md` (per method: runs, collapsed, worst /
 median / best PGD accuracy, mean training seconds, its ratio to FGSM-RS)
 and `WORKDIR/spread.png`. A killed sweep started again with the same
-workdir keeps its finished runs and resumes the one it was in from its
-last checkpoint.
+workdir keeps its finished runs (`WORKDIR/runs/`) and resumes the one it
+was in from its last checkpoint. `--config.num_shards=2
+--config.shard_index=0` (and 1) split the runs over two processes sharing
+the workdir, e.g. one per core.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import training
 
 RESULT_KEYS = ("method", "seed", "split", "collapsed", "collapse_batch",
+               "diverged",
                "clean_acc", "pgd_acc", "pgd_steps", "pgd_restarts",
                "eval_examples", "train_seconds", "train_steps",
                "fwd_bwd_passes")
@@ -60,10 +64,32 @@ def split_data(x, y, split: int, val_size: int):
   return (x[tr], y[tr]), (x[val], y[val])
 
 
-def make_guard(config, model, val, *, per_epoch: int, ramp_batches: int
+def guard_timing(config, section, n_train: int) -> dict:
+  """When the guard of `config.guard` checks a run of recipe `section` on
+  `n_train` images, in minibatches: {"every", "start", "total"}.
+  A recipe's own `guard_start_epochs` overrides `guard.start_epochs`.
+
+  Recipes count `epochs` in updates (free AT makes `replays` per minibatch,
+  as `common.train_model` counts them); the guard counts minibatches, so one
+  epoch is `n_train / batch_size / updates` of them. Checks every
+  `guard.every_epochs` epochs, judged from `guard.start_epochs` (None: the
+  end of the eps ramp); `total` = the run's minibatches.
+  """
+  g = config.guard
+  updates = common.training.get_step(section.step).updates(section)
+  per_epoch = data.num_batches(n_train, config.batch_size)
+  start_epochs = section.get("guard_start_epochs", g.get("start_epochs"))
+  if start_epochs is None:
+    start_epochs = section.eps_ramp_epochs
+  return {"every": max(1, int(round(g.every_epochs * per_epoch / updates))),
+          "start": int(round(start_epochs * per_epoch / updates)),
+          "total": max(1, int(round(section.epochs / updates * per_epoch)))}
+
+
+def make_guard(config, model, val, *, every: int, start: int
                ) -> training.CollapseGuard:
-  """The held-out PGD / FGSM check of `config.guard`, every
-  `guard.every_epochs` passes, judged from the end of the eps ramp."""
+  """The held-out PGD / FGSM check of `config.guard` on `val`, every
+  `every` minibatches, judged from minibatch `start` (`guard_timing`)."""
   g = config.guard
   xv, yv = val[0][:g.check_examples], val[1][:g.check_examples]
   batch = min(500, len(xv))
@@ -79,8 +105,8 @@ def make_guard(config, model, val, *, per_epoch: int, ramp_batches: int
     return {"pgd_acc": pgd, "fgsm_acc": fgsm}
 
   return training.CollapseGuard(
-      check=check, every=max(1, int(round(g.every_epochs * per_epoch))),
-      drop=g.drop, fgsm_gap=g.fgsm_gap, start=ramp_batches, action=g.action)
+      check=check, every=every, drop=g.drop, fgsm_gap=g.fgsm_gap,
+      start=start, action=g.action)
 
 
 def _summary(records: list, config) -> str:
@@ -88,25 +114,30 @@ def _summary(records: list, config) -> str:
   for r in records:
     by.setdefault(r["method"], []).append(r)
   base = by.get("fgsm_rs")
-  base_s = np.mean([r["train_seconds"] for r in base]) if base else None
+  base_s = np.mean([r["train_seconds"] for r in base
+                    if r["train_seconds"] is not None]) if base else None
   rows = []
   for method in config.methods:
     rs = by.get(method, [])
     if not rs:
       continue
     acc = np.array([100 * r["pgd_acc"] for r in rs])
-    secs = float(np.mean([r["train_seconds"] for r in rs]))
+    secs = float(np.mean([r["train_seconds"] for r in rs
+                          if r["train_seconds"] is not None] or [np.nan]))
     rows.append([method, len(rs), sum(bool(r["collapsed"]) for r in rs),
+                 sum(bool(r.get("diverged")) for r in rs),
                  f"{acc.min():.2f}", f"{np.median(acc):.2f}",
                  f"{acc.max():.2f}", f"{secs:.1f}",
                  f"{secs / base_s:.2f}x" if base_s else "-"])
   r0 = records[0]
-  header = ("method", "runs", "collapsed", "worst PGD %", "median PGD %",
+  header = ("method", "runs", "collapsed", "diverged", "worst PGD %",
+            "median PGD %",
             "best PGD %", "train s (mean)", "time / FGSM-RS")
   note = (f"\nPGD-{r0['pgd_steps']}x{r0['pgd_restarts']} (step "
           f"{config.eval.pgd_step_size}) at eps {config.eps} on the first "
           f"{r0['eval_examples']} test images; collapsed = flagged by the "
-          "CollapseGuard (the run then reports its best check's model).\n")
+          "CollapseGuard (the run then reports its best check's model); "
+          "diverged = stopped by fit's NaN check (counted as 0% robust).\n")
   return common.markdown_table(header, rows) + note
 
 
@@ -129,35 +160,80 @@ def _plot(records: list, config, path: str) -> None:
   plt.close(fig)
 
 
+def _run_name(method: str, seed: int, split: int) -> str:
+  return f"{method}-seed{seed}-split{split}"
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> list:
-  """Runs the sweep (resumable); returns the records."""
-  os.makedirs(workdir, exist_ok=True)
-  common.results.write_run_info(workdir, config)
+  """Runs the sweep (resumable); returns the records finished so far, in
+  `runs(config)` order (all of them unless sharded).
+
+  With `config.num_shards = n > 1` this process runs every n-th run from
+  `config.shard_index` (e.g. two processes, one per core, on one workdir);
+  each finished run is kept in `WORKDIR/runs/<run>.json`, and the tables are
+  written once every run of the sweep is there (started again with the
+  default `num_shards = 1`, the sweep only writes them). `config.only_runs`
+  (indices into `runs(config)`) restricts a process to those runs, e.g. to
+  rebalance the shards of a resumed sweep.
+  """
+  num_shards = int(config.get("num_shards", 1))
+  shard = int(config.get("shard_index", 0))
+  if not 0 <= shard < num_shards:
+    raise ValueError(f"`shard_index` must be in [0, {num_shards}); got "
+                     f"{shard}.")
+  os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+  if num_shards == 1 and not config.get("only_runs"):
+    common.results.write_run_info(workdir, config)
   (x, y), (xt, yt) = common.load_train_test(config)
   model = common.robust.get_model(config)
   path = os.path.join(workdir, "results.json")
-  done = {(r["method"], r["seed"], r["split"]): r
-          for r in common.load_records(path)}
-  records = []
-  for method, seed, split in runs(config):
-    if (method, seed, split) in done:
-      records.append(done[(method, seed, split)])
+  all_runs = runs(config)
+
+  def finished() -> dict:
+    done = {(r["method"], r["seed"], r["split"]): r
+            for r in common.load_records(path)}
+    for run in all_runs:
+      rec = common.results.json_load(
+          os.path.join(workdir, "runs", _run_name(*run) + ".json"), None)
+      if rec is not None:  # (older records lack "diverged")
+        done[run] = {k: rec.get(k, False if k == "diverged" else None)
+                     for k in RESULT_KEYS}
+    return done
+
+  for i, (method, seed, split) in enumerate(all_runs):
+    only = tuple(config.get("only_runs") or ())
+    if (i % num_shards != shard or (only and i not in only)
+        or (method, seed, split) in finished()):
       continue
     train, val = split_data(x, y, split, config.val_size)
     section = config[method]
-    per_epoch = len(train[0]) // config.batch_size
-    guard = make_guard(config, model, val, per_epoch=per_epoch,
-                       ramp_batches=int(round(
-                           section.eps_ramp_epochs * per_epoch)))
-    name = f"{method}-seed{seed}-split{split}"
-    trained = common.train_model(
-        name, section, model, *train,
-        key=jax.random.fold_in(jax.random.key(seed),
-                               common.robust.method_index(method)),
-        batch_size=config.batch_size, seed=seed, eps=config.eps,
-        workdir=workdir, checkpoint_every=config.checkpoint_every,
-        progress=config.progress, guard=guard)
+    timing = guard_timing(config, section, len(train[0]))
+    guard = make_guard(config, model, val, every=timing["every"],
+                       start=timing["start"])
+    name = _run_name(method, seed, split)
+    try:
+      trained = common.train_model(
+          name, section, model, *train,
+          key=jax.random.fold_in(jax.random.key(seed),
+                                 common.robust.method_index(method)),
+          batch_size=config.batch_size, seed=seed, eps=config.eps,
+          workdir=workdir, checkpoint_every=config.checkpoint_every,
+          progress=config.progress, guard=guard)
+    except training.TrainingDivergedError as e:
+      # A failed run, not a robust one: kept as such (accuracy 0), and the
+      # sweep goes on.
+      print(f"[{name}] diverged: {e}")
+      record = {"method": method, "seed": seed, "split": split,
+                "collapsed": False, "collapse_batch": None, "diverged": True,
+                "clean_acc": 0.0, "pgd_acc": 0.0,
+                "pgd_steps": config.eval.pgd_steps,
+                "pgd_restarts": config.eval.pgd_restarts,
+                "eval_examples": len(xt), "train_seconds": None,
+                "train_steps": None, "fwd_bwd_passes": None}
+      common.results.json_dump(record,
+                               os.path.join(workdir, "runs", name + ".json"))
+      continue
     res = evaluation.evaluate(
         model.apply, trained.variables, xt, yt,
         jax.random.fold_in(jax.random.key(seed), 1000), eps=config.eps,
@@ -169,7 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     result = trained.result
     record = {"method": method, "seed": seed, "split": split,
               "collapsed": bool(result.collapsed),
-              "collapse_batch": result.collapse_batch,
+              "collapse_batch": result.collapse_batch, "diverged": False,
               "clean_acc": res["clean_acc"], "pgd_acc": res["pgd_acc"],
               "pgd_steps": config.eval.pgd_steps,
               "pgd_restarts": config.eval.pgd_restarts,
@@ -178,8 +254,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     print(f"[{name}] collapsed={record['collapsed']} clean "
           f"{record['clean_acc']:.4f} PGD {record['pgd_acc']:.4f} "
           f"({record['train_seconds']:.0f} s)")
-    records.append(record)
-    common.write_results(workdir, records)  # after every run: resumable
+    # Kept after every run: a killed sweep loses only the run it was in.
+    common.results.json_dump(record,
+                             os.path.join(workdir, "runs", name + ".json"))
+  done = finished()
+  records = [done[r] for r in all_runs if r in done]
+  if len(records) < len(all_runs):
+    return records          # another shard is still running
   table = _summary(records, config)
   common.write_results(workdir, records, table)
   common.write_markdown(os.path.join(workdir, "summary.md"), table)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from experiments import seed_sweep
+from experiments.configs import seed_sweep_cifar10
 from experiments.configs import seed_sweep_mnist
 
 
@@ -15,6 +16,29 @@ def test_runs_cover_methods_seeds_and_splits():
   assert len(runs) == 4 * 5 * 2 + 2
   assert sum(m == "pgd" for m, _, _ in runs) == 2
   assert len(set(runs)) == len(runs)
+
+
+@pytest.mark.parametrize("module,variant", [
+    (seed_sweep_mnist, None), (seed_sweep_mnist, "quick"),
+    (seed_sweep_cifar10, None), (seed_sweep_cifar10, "quick")])
+def test_the_guard_judges_every_run_before_it_ends(module, variant):
+  """At least two judged checks per run (the first judged one is the first
+  best): a guard that starts after the run's last minibatch flags nothing.
+  Free AT's epochs count updates (`replays` per minibatch), the guard
+  minibatches."""
+  c = module.get_config(variant)
+  n_train = (c.train_limit or 50000 + 10000 * (c.dataset == "mnist")
+             ) - c.val_size
+  for method in c.methods:
+    t = seed_sweep.guard_timing(c, c[method], n_train)
+    assert t["start"] + t["every"] <= t["total"], (method, t)
+  free = seed_sweep.guard_timing(c, c.free, n_train) if "free" in c.methods \
+      else None
+  if free is not None:  # epochs of updates: epochs / m passes
+    passes = c.free.epochs / c.free.replays
+    assert free["total"] == round(passes * (n_train // c.batch_size))
+    assert free["every"] == round(
+        c.guard.every_epochs * (n_train // c.batch_size) / c.free.replays)
 
 
 @pytest.mark.slow  # about a minute
