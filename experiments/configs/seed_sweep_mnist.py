@@ -27,7 +27,7 @@ the guard's epochs too); PGD-10 AT (step 0.05) for 8 epochs, its guard
 judged from the end of its 2-epoch eps ramp (it has no masking phase to
 wait out, and its run ends at epoch 8).
 
-Run (about 80 minutes on 2 CPU cores, one process per core; resumable: a
+Run (about 100 minutes on 2 CPU cores, one process per core; resumable: a
 killed process restarts at the last checkpoint of the run it was in,
 finished runs are kept):
   for i in 0 1; do XLA_FLAGS="--xla_cpu_multi_thread_eigen=false \
