@@ -178,8 +178,8 @@ def _cases() -> list[Case]:
       lambda e: losses.soft_cross_entropy(logits(e), e["y"] * 1.0),
       ValueError, "targets")
   # --- models ---------------------------------------------------------------
-  add("models.get_model", 'name = "resnet50"',
-      lambda e: models.get_model("resnet50"), ValueError, "name")
+  add("models.get_model", 'name = "resnet101"',
+      lambda e: models.get_model("resnet101"), ValueError, "name")
   add("models.init_model", "input_shape = (28, 28, 1)",
       lambda e: models.init_model(models.get_model("fast_at_mnist"),
                                   e["key"], (28, 28, 1)),
