@@ -133,8 +133,10 @@ def _summary(records: list, config) -> str:
   header = ("method", "runs", "collapsed", "diverged", "worst PGD %",
             "median PGD %",
             "best PGD %", "train s (mean)", "time / FGSM-RS")
+  fmt = evaluation.format_eps
   note = (f"\nPGD-{r0['pgd_steps']}x{r0['pgd_restarts']} (step "
-          f"{config.eval.pgd_step_size}) at eps {config.eps} on the first "
+          f"{fmt(config.eval.pgd_step_size)}) at eps {fmt(config.eps)} on "
+          "the first "
           f"{r0['eval_examples']} test images; collapsed = flagged by the "
           "CollapseGuard (the run then reports its best check's model); "
           "diverged = stopped by fit's NaN check (counted as 0% robust).\n")
@@ -153,7 +155,8 @@ def _plot(records: list, config, path: str) -> None:
                c=["tab:red" if r["collapsed"] else "tab:blue" for r in rs])
   ax.set_xticks(range(len(methods)), methods)
   ax.set_ylabel("PGD-50x10 accuracy %")
-  ax.set_title(f"{config.dataset}, eps {config.eps}: spread over seeds and "
+  ax.set_title(f"{config.dataset}, eps {evaluation.format_eps(config.eps)}: "
+               "spread over seeds and "
                "splits (red: collapsed)", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
