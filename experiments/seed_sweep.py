@@ -35,7 +35,6 @@ import ml_collections
 import numpy as np
 
 from experiments import common
-from jaxadv import data
 from jaxadv import evaluation
 from jaxadv import training
 
@@ -76,14 +75,14 @@ def guard_timing(config, section, n_train: int) -> dict:
   end of the eps ramp); `total` = the run's minibatches.
   """
   g = config.guard
-  updates = common.training.get_step(section.step).updates(section)
-  per_epoch = data.num_batches(n_train, config.batch_size)
+  updates, per_epoch, total = common.training.run_length(
+      section, n_train, config.batch_size)
   start_epochs = section.get("guard_start_epochs", g.get("start_epochs"))
   if start_epochs is None:
     start_epochs = section.eps_ramp_epochs
   return {"every": max(1, int(round(g.every_epochs * per_epoch / updates))),
           "start": int(round(start_epochs * per_epoch / updates)),
-          "total": max(1, int(round(section.epochs / updates * per_epoch)))}
+          "total": total}
 
 
 def make_guard(config, model, val, *, every: int, start: int
@@ -163,6 +162,19 @@ def _plot(records: list, config, path: str) -> None:
   plt.close(fig)
 
 
+def _record(method, seed, split, config, eval_examples, **fields) -> dict:
+  """A run's record in `RESULT_KEYS` order; a diverged run (no `fields`
+  but `diverged`) is a failed one: not collapsed, accuracy 0, no cost."""
+  base = {"collapsed": False, "collapse_batch": None, "clean_acc": 0.0,
+          "pgd_acc": 0.0, "train_seconds": None, "train_steps": None,
+          "fwd_bwd_passes": None, **fields,
+          "method": method, "seed": seed, "split": split,
+          "pgd_steps": config.eval.pgd_steps,
+          "pgd_restarts": config.eval.pgd_restarts,
+          "eval_examples": eval_examples}
+  return {k: base[k] for k in RESULT_KEYS}
+
+
 def _run_name(method: str, seed: int, split: int) -> str:
   return f"{method}-seed{seed}-split{split}"
 
@@ -227,15 +239,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       # A failed run, not a robust one: kept as such (accuracy 0), and the
       # sweep goes on.
       print(f"[{name}] diverged: {e}")
-      record = {"method": method, "seed": seed, "split": split,
-                "collapsed": False, "collapse_batch": None, "diverged": True,
-                "clean_acc": 0.0, "pgd_acc": 0.0,
-                "pgd_steps": config.eval.pgd_steps,
-                "pgd_restarts": config.eval.pgd_restarts,
-                "eval_examples": len(xt), "train_seconds": None,
-                "train_steps": None, "fwd_bwd_passes": None}
-      common.results.json_dump(record,
-                               os.path.join(workdir, "runs", name + ".json"))
+      common.results.json_dump(
+          _record(method, seed, split, config, len(xt), diverged=True),
+          os.path.join(workdir, "runs", name + ".json"))
       continue
     res = evaluation.evaluate(
         model.apply, trained.variables, xt, yt,
@@ -246,14 +252,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         batch_size=min(config.eval.batch_size, len(xt)),
         unroll=config.eval.unroll, progress=config.progress)
     result = trained.result
-    record = {"method": method, "seed": seed, "split": split,
-              "collapsed": bool(result.collapsed),
-              "collapse_batch": result.collapse_batch, "diverged": False,
-              "clean_acc": res["clean_acc"], "pgd_acc": res["pgd_acc"],
-              "pgd_steps": config.eval.pgd_steps,
-              "pgd_restarts": config.eval.pgd_restarts,
-              "eval_examples": len(xt), **{k: trained.cost[k] for k in (
-                  "train_seconds", "train_steps", "fwd_bwd_passes")}}
+    record = _record(
+        method, seed, split, config, len(xt), diverged=False,
+        collapsed=bool(result.collapsed),
+        collapse_batch=result.collapse_batch, clean_acc=res["clean_acc"],
+        pgd_acc=res["pgd_acc"], **{k: trained.cost[k] for k in (
+            "train_seconds", "train_steps", "fwd_bwd_passes")})
     print(f"[{name}] collapsed={record['collapsed']} clean "
           f"{record['clean_acc']:.4f} PGD {record['pgd_acc']:.4f} "
           f"({record['train_seconds']:.0f} s)")

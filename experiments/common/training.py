@@ -243,6 +243,20 @@ class Trained:
   cost: dict
 
 
+def run_length(section: Section, n: int, batch_size: int,
+               name: Optional[str] = None) -> tuple[int, int, int]:
+  """(updates per minibatch, minibatches per pass, minibatches of the run)
+  of recipe `section` on `n` examples: `epochs` count updates (free AT
+  makes `replays` per minibatch), or `total_updates` gives them outright.
+  `name` is the step when the section names none."""
+  updates = get_step(section.get("step") or name).updates(section)
+  per_epoch = data.num_batches(n, batch_size)
+  if section.get("total_updates"):  # the references' 80k-update schedules
+    return updates, per_epoch, max(1, int(section["total_updates"]) // updates)
+  return updates, per_epoch, max(1, int(round(
+      section["epochs"] / updates * per_epoch)))
+
+
 def train_model(name: str, section: Section, model, x: np.ndarray,
                 y: np.ndarray, *, key: jax.Array, batch_size: int, seed: int,
                 eps: Optional[float] = None, workdir: Optional[str] = None,
@@ -281,12 +295,9 @@ def train_model(name: str, section: Section, model, x: np.ndarray,
     A `Trained`.
   """
   step = get_step(section.get("step") or name)
-  updates, passes = step.updates(section), step.passes(section)
-  per_epoch = data.num_batches(len(x), batch_size)
-  if section.get("total_updates"):  # the references' 80k-update schedules
-    num_batches = max(1, int(section["total_updates"]) // updates)
-  else:
-    num_batches = max(1, int(round(section["epochs"] / updates * per_epoch)))
+  passes = step.passes(section)
+  updates, per_epoch, num_batches = run_length(section, len(x), batch_size,
+                                               name)
   lr = training.make_schedule(
       section.get("schedule") or "cyclic", total_steps=num_batches * updates,
       learning_rate=section["learning_rate"],
